@@ -1,0 +1,101 @@
+// The CPU backend: every operation runs to completion on the calling thread before the call
+// returns, so its stream is a formality and completions fire at once.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "gpu/backend.hpp"
+#include "gpu/detail/cpu_kernels.hpp"
+#include "gpu/detail/validate.hpp"
+
+namespace mws::gpu {
+namespace {
+
+constexpr std::size_t alignment_bytes = 64;
+
+bool host_memory(memory_space) noexcept { return true; }
+
+class cpu_stream final : public stream {
+ public:
+  void on_complete(std::function<void(error_code)> done) override { done({}); }
+  error_code synchronize() override { return {}; }
+};
+
+class cpu_backend final : public backend {
+ public:
+  cpu_backend() : kernels_(detail::select_cpu_kernels(why_)) {}
+
+  std::string_view name() const noexcept override { return "cpu"; }
+
+  std::string description() const override {
+    return std::string("CPU, kernels ") + kernels_.isa + " because " + why_;
+  }
+
+  result<buffer> allocate(dtype type, std::size_t numel, memory_space space) override {
+    const std::size_t size = dtype_size(type);
+    if (numel > (SIZE_MAX - alignment_bytes) / size) return errc::out_of_memory;
+    const std::size_t bytes = (numel * size + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    void* p = bytes == 0 ? nullptr : std::aligned_alloc(alignment_bytes, bytes);
+    if (bytes != 0 && p == nullptr) return errc::out_of_memory;
+    return buffer(p, numel, type, space, [](void* q) noexcept { std::free(q); });
+  }
+
+  result<std::unique_ptr<stream>> make_stream() override {
+    return std::unique_ptr<stream>(std::make_unique<cpu_stream>());
+  }
+
+  error_code copy(stream&, tensor_view dst, const_tensor_view src) override {
+    if (auto ec = detail::check_copy(dst, src)) return ec;
+    if (dst.bytes() != 0 && dst.data != src.data) std::memcpy(dst.data, src.data, dst.bytes());
+    return {};
+  }
+
+  error_code convert(stream&, tensor_view dst, const_tensor_view src) override {
+    if (auto ec = detail::check_convert(dst, src, host_memory)) return ec;
+    if (dst.data != src.data) kernels_.convert(dst.type, dst.data, src.type, src.data, dst.numel);
+    return {};
+  }
+
+  error_code weighted_sum(stream&, tensor_view out,
+                          std::span<const weighted_term> terms) override {
+    if (auto ec = detail::check_weighted_sum(out, terms, host_memory)) return ec;
+    const void* x[max_terms];
+    float a[max_terms];
+    for (std::size_t j = 0; j < terms.size(); ++j) {
+      x[j] = terms[j].x.data;
+      a[j] = terms[j].a;
+    }
+    kernels_.weighted_sum(out.type, out.data, x, a, terms.size(), out.numel);
+    return {};
+  }
+
+  error_code axpy(stream&, float a, const_tensor_view x, tensor_view y) override {
+    const weighted_term t[] = {{y, 1.0f}, {x, a}};
+    if (auto ec = detail::check_weighted_sum(y, t, host_memory)) return ec;
+    kernels_.axpy(y.type, a, x.data, y.data, y.numel);
+    return {};
+  }
+
+  error_code scale(stream&, float a, tensor_view x) override {
+    if (auto ec = detail::check_operand(x, host_memory)) return ec;
+    kernels_.scale(x.type, a, x.data, x.numel);
+    return {};
+  }
+
+  error_code reduce(stream&, reduction op, const_tensor_view x, const_tensor_view y,
+                    double* out) override {
+    if (auto ec = detail::check_reduce(op, x, y, out, host_memory)) return ec;
+    *out = kernels_.reduce(op, x.type, x.data, y.data, x.numel);
+    return {};
+  }
+
+ private:
+  std::string why_;
+  const detail::cpu_kernels& kernels_;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_cpu_backend() { return std::make_unique<cpu_backend>(); }
+
+}  // namespace mws::gpu

@@ -1,0 +1,258 @@
+// Conformance cases that every compute backend must pass, written once and run against the CPU
+// backend (cpu_backend_test.cpp) and the CUDA backend (cuda_backend_test.cpp). Inputs are small
+// integers and power-of-two weights, so the exact answer is known and checked bit for bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "gpu/backend.hpp"
+
+namespace mws::gpu::testing {
+
+inline constexpr dtype all_dtypes[] = {dtype::f32, dtype::f16, dtype::bf16};
+
+// Lengths around the vector width and the streaming-store threshold (1 MiB).
+inline constexpr std::size_t lengths[] = {0, 1, 2, 7, 8, 9, 15, 17, 63, 1000, 4099, 600'003};
+
+// Host copy of a tensor, stored in its dtype.
+struct host_tensor {
+  dtype type = dtype::f32;
+  std::vector<unsigned char> bytes;
+
+  std::size_t numel() const { return bytes.size() / dtype_size(type); }
+  float at(std::size_t i) const {
+    if (type == dtype::f32) {
+      float f;
+      std::memcpy(&f, bytes.data() + 4 * i, 4);
+      return f;
+    }
+    std::uint16_t h;
+    std::memcpy(&h, bytes.data() + 2 * i, 2);
+    return type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
+  // The stored bit pattern of element i, for bitwise comparisons.
+  std::uint32_t bits(std::size_t i) const {
+    std::uint32_t u = 0;
+    std::memcpy(&u, bytes.data() + dtype_size(type) * i, dtype_size(type));
+    return u;
+  }
+  const_tensor_view view() const { return {bytes.data(), numel(), type, memory_space::host}; }
+};
+
+inline void store_as(dtype t, unsigned char* p, float v) {
+  if (t == dtype::f32) {
+    std::memcpy(p, &v, 4);
+  } else {
+    const std::uint16_t h = t == dtype::f16 ? f32_to_f16(v) : f32_to_bf16(v);
+    std::memcpy(p, &h, 2);
+  }
+}
+
+inline host_tensor make_host(dtype t, const std::vector<float>& values) {
+  host_tensor h{t, std::vector<unsigned char>(values.size() * dtype_size(t))};
+  for (std::size_t i = 0; i < values.size(); ++i) store_as(t, h.bytes.data() + i * dtype_size(t), values[i]);
+  return h;
+}
+
+// The value v rounded to dtype t, as a float.
+inline float round_to(dtype t, float v) {
+  return make_host(t, {v}).at(0);
+}
+
+// Small integers in [-8, 8]: exact in every dtype, and sums of 16 of them times quarter
+// weights are exact in f32.
+inline std::vector<float> small_integers(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(-8, 8);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(d(rng));
+  return v;
+}
+
+// A device buffer holding h (for the CPU backend, device memory is host memory).
+inline buffer upload(backend& b, stream& s, const host_tensor& h) {
+  auto buf = b.allocate(h.type, h.numel(), memory_space::device);
+  REQUIRE(buf.has_value());
+  REQUIRE_FALSE(b.copy(s, buf->view(), h.view()));
+  return std::move(*buf);
+}
+
+inline host_tensor download(backend& b, stream& s, const_tensor_view v) {
+  host_tensor h{v.type, std::vector<unsigned char>(v.bytes())};
+  tensor_view dst{h.bytes.data(), v.numel, v.type, memory_space::host};
+  REQUIRE_FALSE(b.copy(s, dst, v));
+  REQUIRE_FALSE(s.synchronize());
+  return h;
+}
+
+inline void weighted_sum_is_exact(backend& b) {
+  auto s = b.make_stream().value();
+  const float weights[] = {0.5f, -0.25f, 1.0f, 2.0f, -1.0f, 0.75f, 0.125f, -0.5f};
+  for (dtype t : all_dtypes) {
+    for (std::size_t n : lengths) {
+      for (std::size_t k : {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{16}}) {
+        CAPTURE(to_string(t));
+        CAPTURE(n);
+        CAPTURE(k);
+        std::vector<buffer> inputs;
+        std::vector<weighted_term> terms;
+        std::vector<double> expected(n, 0.0);
+        for (std::size_t j = 0; j < k; ++j) {
+          const auto values = small_integers(n, static_cast<std::uint32_t>(17 * j + n));
+          inputs.push_back(upload(b, *s, make_host(t, values)));
+          terms.push_back({inputs.back().view(), weights[j % 8]});
+          for (std::size_t i = 0; i < n; ++i) expected[i] += static_cast<double>(weights[j % 8]) * static_cast<double>(values[i]);
+        }
+        auto out = b.allocate(t, n, memory_space::device).value();
+        REQUIRE_FALSE(b.weighted_sum(*s, out.view(), terms));
+        const host_tensor got = download(b, *s, out.view());
+        std::size_t wrong = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+          wrong += got.at(i) != round_to(t, static_cast<float>(expected[i]));
+        }
+        CHECK(wrong == 0);
+      }
+    }
+  }
+}
+
+inline void weighted_sum_in_place_and_misaligned(backend& b) {
+  auto s = b.make_stream().value();
+  for (dtype t : all_dtypes) {
+    CAPTURE(to_string(t));
+    const std::size_t n = 700'001;
+    const auto xv = small_integers(n + 1, 1);
+    const auto yv = small_integers(n + 1, 2);
+    auto x = upload(b, *s, make_host(t, xv));
+    auto y = upload(b, *s, make_host(t, yv));
+    // Offset by one element so the output starts off any vector alignment.
+    const tensor_view xs = x.view().slice(1, n);
+    const weighted_term terms[] = {{xs, 0.5f}, {y.view().slice(1, n), 0.5f}};
+    REQUIRE_FALSE(b.weighted_sum(*s, xs, terms));
+    const host_tensor got = download(b, *s, x.view());
+    CHECK(got.at(0) == xv[0]);  // the element before the slice is untouched
+    std::size_t wrong = 0;
+    for (std::size_t i = 1; i <= n; ++i) wrong += got.at(i) != 0.5f * xv[i] + 0.5f * yv[i];
+    CHECK(wrong == 0);
+  }
+}
+
+inline void axpy_and_scale_are_exact(backend& b) {
+  auto s = b.make_stream().value();
+  for (dtype t : all_dtypes) {
+    for (std::size_t n : lengths) {
+      CAPTURE(to_string(t));
+      CAPTURE(n);
+      const auto xv = small_integers(n, 3);
+      const auto yv = small_integers(n, 4);
+      auto x = upload(b, *s, make_host(t, xv));
+      auto y = upload(b, *s, make_host(t, yv));
+      REQUIRE_FALSE(b.axpy(*s, -0.75f, x.view(), y.view()));
+      REQUIRE_FALSE(b.scale(*s, 0.5f, x.view()));
+      const host_tensor gy = download(b, *s, y.view());
+      const host_tensor gx = download(b, *s, x.view());
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        wrong += gy.at(i) != round_to(t, yv[i] - 0.75f * xv[i]);
+        wrong += gx.at(i) != 0.5f * xv[i];
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
+inline void reductions_are_exact(backend& b) {
+  auto s = b.make_stream().value();
+  for (dtype t : all_dtypes) {
+    for (std::size_t n : lengths) {
+      CAPTURE(to_string(t));
+      CAPTURE(n);
+      const auto xv = small_integers(n, 5);
+      const auto yv = small_integers(n, 6);
+      double sum = 0, dot = 0, dist = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double xi = xv[i], yi = yv[i];
+        sum += xi;
+        dot += xi * yi;
+        dist += (xi - yi) * (xi - yi);
+      }
+      auto x = upload(b, *s, make_host(t, xv));
+      auto y = upload(b, *s, make_host(t, yv));
+      double got_sum = -1, got_dot = -1, got_dist = -1;
+      REQUIRE_FALSE(b.reduce(*s, reduction::sum, x.view(), {}, &got_sum));
+      REQUIRE_FALSE(b.reduce(*s, reduction::dot, x.view(), y.view(), &got_dot));
+      REQUIRE_FALSE(b.reduce(*s, reduction::squared_distance, x.view(), y.view(), &got_dist));
+      REQUIRE_FALSE(s->synchronize());
+      CHECK(got_sum == sum);
+      CHECK(got_dot == dot);
+      CHECK(got_dist == dist);
+    }
+  }
+}
+
+// Every pair of dtypes, on values each dtype holds exactly, plus rounding of arbitrary bit
+// patterns (NaN, infinities, subnormals, ties) against the scalar reference conversions.
+inline void conversions_match_the_reference(backend& b) {
+  auto s = b.make_stream().value();
+  std::mt19937 rng(7);
+  std::vector<float> arbitrary(4099);
+  for (auto& f : arbitrary) {
+    const auto u = static_cast<std::uint32_t>(rng());
+    std::memcpy(&f, &u, 4);
+  }
+  const float specials[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65520.0f, 0x1p-24f, 0x1p-25f, 0x1.8p-24f,
+                            1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 0x1p-149f, 3.0e38f};
+  for (std::size_t i = 0; i < std::size(specials); ++i) arbitrary[i] = specials[i];
+  for (dtype to : all_dtypes) {
+    for (dtype from : all_dtypes) {
+      CAPTURE(to_string(to));
+      CAPTURE(to_string(from));
+      const host_tensor src = make_host(from, from == dtype::f32 ? arbitrary : small_integers(4099, 8));
+      auto x = upload(b, *s, src);
+      auto y = b.allocate(to, src.numel(), memory_space::device).value();
+      REQUIRE_FALSE(b.convert(*s, y.view(), x.view()));
+      const host_tensor got = download(b, *s, y.view());
+      const host_tensor want = [&] {
+        std::vector<float> v(src.numel());
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = src.at(i);
+        return make_host(to, v);
+      }();
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < src.numel(); ++i) wrong += got.bits(i) != want.bits(i);
+      CHECK(wrong == 0);
+    }
+  }
+}
+
+inline void bad_calls_are_refused(backend& b) {
+  auto s = b.make_stream().value();
+  auto x = b.allocate(dtype::f32, 64, memory_space::device).value();
+  auto y = b.allocate(dtype::f32, 63, memory_space::device).value();
+  auto h = b.allocate(dtype::bf16, 64, memory_space::device).value();
+  const weighted_term mismatched[] = {{x.view(), 1.0f}, {y.view(), 1.0f}};
+  CHECK(b.weighted_sum(*s, x.view(), mismatched) == errc::size_mismatch);
+  const weighted_term mixed[] = {{x.view(), 1.0f}, {h.view(), 1.0f}};
+  CHECK(b.weighted_sum(*s, x.view(), mixed) == errc::dtype_mismatch);
+  CHECK(b.weighted_sum(*s, x.view(), {}) == errc::bad_term_count);
+  std::vector<weighted_term> many(backend::max_terms + 1, weighted_term{x.view(), 1.0f});
+  CHECK(b.weighted_sum(*s, x.view(), many) == errc::bad_term_count);
+  const weighted_term shifted[] = {{x.view().slice(1, 32), 1.0f}};
+  CHECK(b.weighted_sum(*s, x.view().slice(0, 32), shifted) == errc::overlapping_operands);
+  const tensor_view null_view{nullptr, 4, dtype::f32, memory_space::device};
+  CHECK(b.scale(*s, 2.0f, null_view) == errc::null_buffer);
+  CHECK(b.axpy(*s, 1.0f, y.view(), x.view()) == errc::size_mismatch);
+  CHECK(b.reduce(*s, reduction::dot, x.view(), y.view(), nullptr) == errc::null_buffer);
+  double out = 0;
+  CHECK(b.reduce(*s, reduction::dot, x.view(), h.view(), &out) == errc::dtype_mismatch);
+  CHECK(b.copy(*s, x.view(), y.view()) == errc::size_mismatch);
+  CHECK(b.convert(*s, y.view(), h.view()) == errc::size_mismatch);
+  CHECK_FALSE(s->synchronize());
+}
+
+}  // namespace mws::gpu::testing
