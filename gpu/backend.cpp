@@ -30,15 +30,24 @@ class gpu_error_category final : public boost::system::error_category {
   const char* name() const noexcept override { return "mws.gpu"; }
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
-      case errc::ok: return "success";
-      case errc::size_mismatch: return "operands differ in element count";
-      case errc::dtype_mismatch: return "operands differ in dtype";
-      case errc::bad_term_count: return "weighted sum needs 1 to 16 inputs";
-      case errc::overlapping_operands: return "output partially overlaps an input";
-      case errc::wrong_memory_space: return "operand is not in memory this backend computes on";
-      case errc::out_of_memory: return "out of memory";
-      case errc::device_error: return "the GPU runtime reported an error";
-      case errc::null_buffer: return "operand has elements but no storage";
+      case errc::ok:
+        return "success";
+      case errc::size_mismatch:
+        return "operands differ in element count";
+      case errc::dtype_mismatch:
+        return "operands differ in dtype";
+      case errc::bad_term_count:
+        return "weighted sum needs 1 to 16 inputs";
+      case errc::overlapping_operands:
+        return "output partially overlaps an input";
+      case errc::wrong_memory_space:
+        return "operand is not in memory this backend computes on";
+      case errc::out_of_memory:
+        return "out of memory";
+      case errc::device_error:
+        return "the GPU runtime reported an error";
+      case errc::null_buffer:
+        return "operand has elements but no storage";
     }
     return "unknown mws.gpu error";
   }

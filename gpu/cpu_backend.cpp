@@ -13,7 +13,9 @@ namespace {
 
 constexpr std::size_t alignment_bytes = 64;
 
-bool host_memory(memory_space) noexcept { return true; }
+bool host_memory(memory_space) noexcept {
+  return true;
+}
 
 class cpu_stream final : public stream {
  public:
@@ -34,7 +36,8 @@ class cpu_backend final : public backend {
   result<buffer> allocate(dtype type, std::size_t numel, memory_space space) override {
     const std::size_t size = dtype_size(type);
     if (numel > (SIZE_MAX - alignment_bytes) / size) return errc::out_of_memory;
-    const std::size_t bytes = (numel * size + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    const std::size_t bytes =
+        (numel * size + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
     void* p = bytes == 0 ? nullptr : std::aligned_alloc(alignment_bytes, bytes);
     if (bytes != 0 && p == nullptr) return errc::out_of_memory;
     return buffer(p, numel, type, space, [](void* q) noexcept { std::free(q); });
@@ -56,8 +59,7 @@ class cpu_backend final : public backend {
     return {};
   }
 
-  error_code weighted_sum(stream&, tensor_view out,
-                          std::span<const weighted_term> terms) override {
+  error_code weighted_sum(stream&, tensor_view out, std::span<const weighted_term> terms) override {
     if (auto ec = detail::check_weighted_sum(out, terms, host_memory)) return ec;
     const void* x[max_terms];
     float a[max_terms];
@@ -96,6 +98,8 @@ class cpu_backend final : public backend {
 
 }  // namespace
 
-std::unique_ptr<backend> make_cpu_backend() { return std::make_unique<cpu_backend>(); }
+std::unique_ptr<backend> make_cpu_backend() {
+  return std::make_unique<cpu_backend>();
+}
 
 }  // namespace mws::gpu

@@ -16,13 +16,18 @@ namespace mws::gpu {
 
 enum class dtype : std::uint8_t { f32 = 0, f16 = 1, bf16 = 2 };
 
-constexpr std::size_t dtype_size(dtype t) noexcept { return t == dtype::f32 ? 4 : 2; }
+constexpr std::size_t dtype_size(dtype t) noexcept {
+  return t == dtype::f32 ? 4 : 2;
+}
 
 constexpr std::string_view to_string(dtype t) noexcept {
   switch (t) {
-    case dtype::f32: return "f32";
-    case dtype::f16: return "f16";
-    case dtype::bf16: return "bf16";
+    case dtype::f32:
+      return "f32";
+    case dtype::f16:
+      return "f16";
+    case dtype::bf16:
+      return "bf16";
   }
   return "?";
 }
@@ -50,7 +55,8 @@ inline std::uint16_t f32_to_f16(float f) noexcept {
   if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
   if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to >= 65520
   if (abs < 0x38800000u) {  // below the smallest normal f16 (2^-14): subnormal or zero
-    if (abs < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below half the least subnormal
+    if (abs < 0x33000000u)
+      return static_cast<std::uint16_t>(sign);  // below half the least subnormal
     const std::uint32_t exp = abs >> 23;
     const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     const std::uint32_t shift = 126u - exp;  // 14..24

@@ -7,14 +7,14 @@ namespace mws::gpu {
 
 enum class errc {
   ok = 0,
-  size_mismatch = 1,      // operands differ in element count
-  dtype_mismatch,         // operands differ in storage type
-  bad_term_count,         // weighted_sum with 0 or more than max_terms inputs
-  overlapping_operands,   // output partially overlaps an input (exact aliasing is allowed)
-  wrong_memory_space,     // a host buffer handed to a device operation or vice versa
-  out_of_memory,          // allocation failed
-  device_error,           // the CUDA runtime or cuBLAS reported a failure
-  null_buffer,            // a view with numel > 0 but no data
+  size_mismatch = 1,     // operands differ in element count
+  dtype_mismatch,        // operands differ in storage type
+  bad_term_count,        // weighted_sum with 0 or more than max_terms inputs
+  overlapping_operands,  // output partially overlaps an input (exact aliasing is allowed)
+  wrong_memory_space,    // a host buffer handed to a device operation or vice versa
+  out_of_memory,         // allocation failed
+  device_error,          // the CUDA runtime or cuBLAS reported a failure
+  null_buffer,           // a view with numel > 0 but no data
 };
 
 const boost::system::error_category& gpu_category() noexcept;

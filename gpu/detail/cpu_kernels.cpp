@@ -47,9 +47,12 @@ void store1(void* p, std::size_t i, float v) noexcept {
 template <std::size_t width, class Scalar, class Vector>
 void drive(std::size_t n, std::size_t head, Scalar&& scalar, Vector&& vector) {
   std::size_t i = 0;
-  for (; i < head && i < n; ++i) scalar(i);
-  for (; i + width <= n; i += width) vector(i);
-  for (; i < n; ++i) scalar(i);
+  for (; i < head && i < n; ++i)
+    scalar(i);
+  for (; i + width <= n; i += width)
+    vector(i);
+  for (; i < n; ++i)
+    scalar(i);
 }
 
 #if defined(MWS_KERNELS_V3)
@@ -92,7 +95,8 @@ void store8(void* p, std::size_t i, __m256 v, bool streaming) noexcept {
     streaming ? _mm256_stream_ps(q, v) : _mm256_storeu_ps(q, v);
   } else {
     auto* q = reinterpret_cast<__m128i*>(static_cast<std::uint16_t*>(p) + i);
-    const __m128i h = D == dtype::f16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT) : f32x8_to_bf16(v);
+    const __m128i h =
+        D == dtype::f16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT) : f32x8_to_bf16(v);
     streaming ? _mm_stream_si128(q, h) : _mm_storeu_si128(q, h);
   }
 }
@@ -124,19 +128,21 @@ void elementwise(void* out, std::size_t n, Scalar&& scalar, Vector&& vector) {
 // ---- element-wise kernels ------------------------------------------------------------------
 
 template <dtype D>
-void weighted_sum_t(void* out, const void* const* x, const float* a, std::size_t k,
-                    std::size_t n) {
+void weighted_sum_t(void* out, const void* const* x, const float* a, std::size_t k, std::size_t n) {
   auto scalar = [&](std::size_t i) {
     float acc = a[0] * load1<D>(x[0], i);
-    for (std::size_t j = 1; j < k; ++j) acc = std::fma(a[j], load1<D>(x[j], i), acc);
+    for (std::size_t j = 1; j < k; ++j)
+      acc = std::fma(a[j], load1<D>(x[j], i), acc);
     store1<D>(out, i, acc);
   };
 #if defined(MWS_KERNELS_V3)
   __m256 av[backend::max_terms];
-  for (std::size_t j = 0; j < k; ++j) av[j] = _mm256_set1_ps(a[j]);
+  for (std::size_t j = 0; j < k; ++j)
+    av[j] = _mm256_set1_ps(a[j]);
   elementwise<D>(out, n, scalar, [&](std::size_t i, bool streaming) {
     __m256 acc = _mm256_mul_ps(av[0], load8<D>(x[0], i));
-    for (std::size_t j = 1; j < k; ++j) acc = _mm256_fmadd_ps(av[j], load8<D>(x[j], i), acc);
+    for (std::size_t j = 1; j < k; ++j)
+      acc = _mm256_fmadd_ps(av[j], load8<D>(x[j], i), acc);
     store8<D>(out, i, acc, streaming);
   });
 #else
@@ -146,7 +152,9 @@ void weighted_sum_t(void* out, const void* const* x, const float* a, std::size_t
 
 template <dtype D>
 void axpy_t(float a, const void* x, void* y, std::size_t n) {
-  auto scalar = [&](std::size_t i) { store1<D>(y, i, std::fma(a, load1<D>(x, i), load1<D>(y, i))); };
+  auto scalar = [&](std::size_t i) {
+    store1<D>(y, i, std::fma(a, load1<D>(x, i), load1<D>(y, i)));
+  };
 #if defined(MWS_KERNELS_V3)
   const __m256 av = _mm256_set1_ps(a);
   elementwise<D>(y, n, scalar, [&](std::size_t i, bool streaming) {
@@ -231,10 +239,12 @@ double reduce_t(const void* x, const void* y, std::size_t n) {
   _mm256_storeu_pd(lane + 4, hi);
 #else
   for (; i + reduction_lanes <= n; i += reduction_lanes) {
-    for (std::size_t l = 0; l < reduction_lanes; ++l) lane[l] += term1<Op, D>(x, y, i + l);
+    for (std::size_t l = 0; l < reduction_lanes; ++l)
+      lane[l] += term1<Op, D>(x, y, i + l);
   }
 #endif
-  for (std::size_t l = 0; i < n; ++i, ++l) lane[l] += term1<Op, D>(x, y, i);
+  for (std::size_t l = 0; i < n; ++i, ++l)
+    lane[l] += term1<Op, D>(x, y, i);
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
@@ -244,9 +254,12 @@ double reduce_t(const void* x, const void* y, std::size_t n) {
 template <class F>
 decltype(auto) with_dtype(dtype t, F&& f) {
   switch (t) {
-    case dtype::f16: return f.template operator()<dtype::f16>();
-    case dtype::bf16: return f.template operator()<dtype::bf16>();
-    case dtype::f32: break;
+    case dtype::f16:
+      return f.template operator()<dtype::f16>();
+    case dtype::bf16:
+      return f.template operator()<dtype::bf16>();
+    case dtype::f32:
+      break;
   }
   return f.template operator()<dtype::f32>();
 }
@@ -273,9 +286,12 @@ void convert(dtype to, void* dst, dtype from, const void* src, std::size_t n) {
 double reduce(reduction op, dtype t, const void* x, const void* y, std::size_t n) {
   return with_dtype(t, [&]<dtype D>() {
     switch (op) {
-      case reduction::dot: return reduce_t<reduction::dot, D>(x, y, n);
-      case reduction::squared_distance: return reduce_t<reduction::squared_distance, D>(x, y, n);
-      case reduction::sum: break;
+      case reduction::dot:
+        return reduce_t<reduction::dot, D>(x, y, n);
+      case reduction::squared_distance:
+        return reduce_t<reduction::squared_distance, D>(x, y, n);
+      case reduction::sum:
+        break;
     }
     return reduce_t<reduction::sum, D>(x, y, n);
   });

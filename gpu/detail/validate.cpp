@@ -60,8 +60,8 @@ error_code check_convert(tensor_view dst, const_tensor_view src, space_predicate
   return {};
 }
 
-error_code check_reduce(reduction op, const_tensor_view x, const_tensor_view y,
-                        const double* out, space_predicate usable) noexcept {
+error_code check_reduce(reduction op, const_tensor_view x, const_tensor_view y, const double* out,
+                        space_predicate usable) noexcept {
   if (out == nullptr) return errc::null_buffer;
   if (auto ec = check_operand(x, usable)) return ec;
   if (op == reduction::sum) return {};

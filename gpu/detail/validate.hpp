@@ -17,7 +17,7 @@ error_code check_weighted_sum(tensor_view out, std::span<const weighted_term> te
                               space_predicate usable) noexcept;
 error_code check_copy(tensor_view dst, const_tensor_view src) noexcept;
 error_code check_convert(tensor_view dst, const_tensor_view src, space_predicate usable) noexcept;
-error_code check_reduce(reduction op, const_tensor_view x, const_tensor_view y,
-                        const double* out, space_predicate usable) noexcept;
+error_code check_reduce(reduction op, const_tensor_view x, const_tensor_view y, const double* out,
+                        space_predicate usable) noexcept;
 
 }  // namespace mws::gpu::detail

@@ -56,7 +56,8 @@ inline void store_as(dtype t, unsigned char* p, float v) {
 
 inline host_tensor make_host(dtype t, const std::vector<float>& values) {
   host_tensor h{t, std::vector<unsigned char>(values.size() * dtype_size(t))};
-  for (std::size_t i = 0; i < values.size(); ++i) store_as(t, h.bytes.data() + i * dtype_size(t), values[i]);
+  for (std::size_t i = 0; i < values.size(); ++i)
+    store_as(t, h.bytes.data() + i * dtype_size(t), values[i]);
   return h;
 }
 
@@ -71,7 +72,8 @@ inline std::vector<float> small_integers(std::size_t n, std::uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> d(-8, 8);
   std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(d(rng));
+  for (auto& x : v)
+    x = static_cast<float>(d(rng));
   return v;
 }
 
@@ -107,7 +109,8 @@ inline void weighted_sum_is_exact(backend& b) {
           const auto values = small_integers(n, static_cast<std::uint32_t>(17 * j + n));
           inputs.push_back(upload(b, *s, make_host(t, values)));
           terms.push_back({inputs.back().view(), weights[j % 8]});
-          for (std::size_t i = 0; i < n; ++i) expected[i] += static_cast<double>(weights[j % 8]) * static_cast<double>(values[i]);
+          for (std::size_t i = 0; i < n; ++i)
+            expected[i] += static_cast<double>(weights[j % 8]) * static_cast<double>(values[i]);
         }
         auto out = b.allocate(t, n, memory_space::device).value();
         REQUIRE_FALSE(b.weighted_sum(*s, out.view(), terms));
@@ -138,7 +141,8 @@ inline void weighted_sum_in_place_and_misaligned(backend& b) {
     const host_tensor got = download(b, *s, x.view());
     CHECK(got.at(0) == xv[0]);  // the element before the slice is untouched
     std::size_t wrong = 0;
-    for (std::size_t i = 1; i <= n; ++i) wrong += got.at(i) != 0.5f * xv[i] + 0.5f * yv[i];
+    for (std::size_t i = 1; i <= n; ++i)
+      wrong += got.at(i) != 0.5f * xv[i] + 0.5f * yv[i];
     CHECK(wrong == 0);
   }
 }
@@ -206,25 +210,30 @@ inline void conversions_match_the_reference(backend& b) {
     const auto u = static_cast<std::uint32_t>(rng());
     std::memcpy(&f, &u, 4);
   }
-  const float specials[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65520.0f, 0x1p-24f, 0x1p-25f, 0x1.8p-24f,
+  const float specials[] = {0.0f,           -0.0f,          1.0f,      65504.0f,
+                            65520.0f,       0x1p-24f,       0x1p-25f,  0x1.8p-24f,
                             1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 0x1p-149f, 3.0e38f};
-  for (std::size_t i = 0; i < std::size(specials); ++i) arbitrary[i] = specials[i];
+  for (std::size_t i = 0; i < std::size(specials); ++i)
+    arbitrary[i] = specials[i];
   for (dtype to : all_dtypes) {
     for (dtype from : all_dtypes) {
       CAPTURE(to_string(to));
       CAPTURE(to_string(from));
-      const host_tensor src = make_host(from, from == dtype::f32 ? arbitrary : small_integers(4099, 8));
+      const host_tensor src =
+          make_host(from, from == dtype::f32 ? arbitrary : small_integers(4099, 8));
       auto x = upload(b, *s, src);
       auto y = b.allocate(to, src.numel(), memory_space::device).value();
       REQUIRE_FALSE(b.convert(*s, y.view(), x.view()));
       const host_tensor got = download(b, *s, y.view());
       const host_tensor want = [&] {
         std::vector<float> v(src.numel());
-        for (std::size_t i = 0; i < v.size(); ++i) v[i] = src.at(i);
+        for (std::size_t i = 0; i < v.size(); ++i)
+          v[i] = src.at(i);
         return make_host(to, v);
       }();
       std::size_t wrong = 0;
-      for (std::size_t i = 0; i < src.numel(); ++i) wrong += got.bits(i) != want.bits(i);
+      for (std::size_t i = 0; i < src.numel(); ++i)
+        wrong += got.bits(i) != want.bits(i);
       CHECK(wrong == 0);
     }
   }

@@ -21,9 +21,9 @@ TEST_CASE("scalar conversions round to nearest even and keep special values") {
   CHECK(f32_to_f16(1.0f) == 0x3c00);
   CHECK(f32_to_f16(65504.0f) == 0x7bff);
   CHECK(f32_to_f16(65519.0f) == 0x7bff);
-  CHECK(f32_to_f16(65520.0f) == 0x7c00);  // rounds to infinity
-  CHECK(f32_to_f16(0x1p-24f) == 0x0001);   // least subnormal
-  CHECK(f32_to_f16(0x1p-25f) == 0x0000);   // tie, rounds to even (zero)
+  CHECK(f32_to_f16(65520.0f) == 0x7c00);    // rounds to infinity
+  CHECK(f32_to_f16(0x1p-24f) == 0x0001);    // least subnormal
+  CHECK(f32_to_f16(0x1p-25f) == 0x0000);    // tie, rounds to even (zero)
   CHECK(f32_to_f16(0x1.8p-24f) == 0x0002);  // tie, rounds up to even
   CHECK(f32_to_f16(-0.0f) == 0x8000);
   CHECK(f32_to_f16(1.0f + 0x1p-11f) == 0x3c00);  // tie at the normal precision
@@ -50,7 +50,9 @@ TEST_CASE("cpu: weighted_sum works in place on a misaligned slice") {
   testing::weighted_sum_in_place_and_misaligned(*make_cpu_backend());
 }
 
-TEST_CASE("cpu: axpy and scale are exact") { testing::axpy_and_scale_are_exact(*make_cpu_backend()); }
+TEST_CASE("cpu: axpy and scale are exact") {
+  testing::axpy_and_scale_are_exact(*make_cpu_backend());
+}
 
 TEST_CASE("cpu: reductions are exact on integer inputs") {
   testing::reductions_are_exact(*make_cpu_backend());
@@ -98,10 +100,12 @@ TEST_CASE("cpu kernels: the x86-64-v3 build equals the portable build bit for bi
       std::vector<const void*> ptrs;
       for (int j = 0; j < 5; ++j) {
         std::vector<float> v(n);
-        for (auto& f : v) f = normal(rng);
+        for (auto& f : v)
+          f = normal(rng);
         x.push_back(testing::make_host(t, v));
       }
-      for (auto& h : x) ptrs.push_back(h.bytes.data());
+      for (auto& h : x)
+        ptrs.push_back(h.bytes.data());
       const float a[] = {0.3f, -1.7f, 0.011f, 2.5f, 0.2f};
       std::vector<unsigned char> out1(x[0].bytes.size()), out2(x[0].bytes.size());
       base.weighted_sum(t, out1.data(), ptrs.data(), a, 5, n);
