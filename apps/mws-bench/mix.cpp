@@ -62,7 +62,8 @@ double seconds_per_call(gpu::stream& s, int repeats, Op&& op) {
   std::vector<double> sample;
   for (int r = 0; r < repeats; ++r) {
     t0 = std::chrono::steady_clock::now();
-    for (int c = 0; c < calls; ++c) check(op(), "operation");
+    for (int c = 0; c < calls; ++c)
+      check(op(), "operation");
     check(s.synchronize(), "synchronize");
     sample.push_back(seconds_since(t0) / calls);
   }
@@ -78,7 +79,8 @@ void measure_size(backend& b, gpu::stream& s, const mix_options& o, dtype t, std
   // Inputs hold small values so nothing overflows; contents do not change the speed.
   auto host = b.allocate(dtype::f32, numel, gpu::memory_space::host).value();
   auto* h = static_cast<float*>(host.data());
-  for (std::size_t i = 0; i < numel; ++i) h[i] = static_cast<float>(i % 251) * 0.01f;
+  for (std::size_t i = 0; i < numel; ++i)
+    h[i] = static_cast<float>(i % 251) * 0.01f;
   std::vector<buffer> x;
   for (std::size_t j = 0; j < k_max; ++j) {
     auto buf = b.allocate(t, numel, gpu::memory_space::device);
@@ -93,8 +95,10 @@ void measure_size(backend& b, gpu::stream& s, const mix_options& o, dtype t, std
 
   for (std::size_t k : o.k_values) {
     std::vector<gpu::weighted_term> terms;
-    for (std::size_t j = 0; j < k; ++j) terms.push_back({x[j].view(), 1.0f / static_cast<float>(k)});
-    const double copy_s = seconds_per_call(s, o.repeats, [&] { return b.copy(s, out.view(), x[0].view()); });
+    for (std::size_t j = 0; j < k; ++j)
+      terms.push_back({x[j].view(), 1.0f / static_cast<float>(k)});
+    const double copy_s =
+        seconds_per_call(s, o.repeats, [&] { return b.copy(s, out.view(), x[0].view()); });
     const double mix_s =
         seconds_per_call(s, o.repeats, [&] { return b.weighted_sum(s, out.view(), terms); });
     results.push_back({t, mib, k, static_cast<double>((k + 1) * bytes) / mix_s / 1e9,
@@ -108,7 +112,8 @@ void measure_size(backend& b, gpu::stream& s, const mix_options& o, dtype t, std
 void measure_torch(const mix_options& o, std::vector<mix_result>& results) {
   std::ostringstream cmd;
   cmd << o.python << ' ' << o.torch_script << " --repeats " << o.repeats;
-  for (const auto& r : results) cmd << ' ' << gpu::to_string(r.type) << ':' << r.mib << ':' << r.k;
+  for (const auto& r : results)
+    cmd << ' ' << gpu::to_string(r.type) << ':' << r.mib << ':' << r.k;
   FILE* pipe = popen(cmd.str().c_str(), "r");
   if (pipe == nullptr) {
     std::cerr << "torch: cannot start " << o.python << "\n";
@@ -116,7 +121,8 @@ void measure_torch(const mix_options& o, std::vector<mix_result>& results) {
   }
   std::string text;
   std::array<char, 4096> chunk;
-  while (std::size_t n = std::fread(chunk.data(), 1, chunk.size(), pipe)) text.append(chunk.data(), n);
+  while (std::size_t n = std::fread(chunk.data(), 1, chunk.size(), pipe))
+    text.append(chunk.data(), n);
   if (pclose(pipe) != 0) {
     std::cerr << "torch: comparison skipped (" << o.python << " " << o.torch_script
               << " failed; `scripts/setup --bench` installs python3-torch)\n";
@@ -144,7 +150,8 @@ void run_mix(const mix_options& o) {
   for (const auto& name : o.dtypes) {
     const auto t = gpu::parse_dtype(name);
     if (!t) throw std::runtime_error("unknown dtype '" + name + "' (use f32, f16 or bf16)");
-    for (std::size_t mib : o.sizes_mib) measure_size(b, *s, o, *t, mib, results);
+    for (std::size_t mib : o.sizes_mib)
+      measure_size(b, *s, o, *t, mib, results);
   }
   const bool on_cpu = b.name() == "cpu";
   if (on_cpu && o.torch) measure_torch(o, results);
@@ -156,12 +163,15 @@ void run_mix(const mix_options& o) {
   for (const auto& r : results) {
     const double ratio = r.mix_gbps / r.copy_gbps;
     worst_ratio = std::min(worst_ratio, ratio);
-    std::vector<std::string> cells = {std::string(gpu::to_string(r.type)), std::to_string(r.mib),
-                                      std::to_string(r.k), fixed(r.mix_gbps), fixed(r.copy_gbps),
+    std::vector<std::string> cells = {std::string(gpu::to_string(r.type)),
+                                      std::to_string(r.mib),
+                                      std::to_string(r.k),
+                                      fixed(r.mix_gbps),
+                                      fixed(r.copy_gbps),
                                       fixed(ratio)};
-    boost::json::object row{{"dtype", gpu::to_string(r.type)}, {"mib_per_buffer", r.mib},
-                            {"k", r.k}, {"mix_gbps", r.mix_gbps}, {"copy_gbps", r.copy_gbps},
-                            {"mix_over_copy", ratio}};
+    boost::json::object row{
+        {"dtype", gpu::to_string(r.type)}, {"mib_per_buffer", r.mib},  {"k", r.k},
+        {"mix_gbps", r.mix_gbps},          {"copy_gbps", r.copy_gbps}, {"mix_over_copy", ratio}};
     if (r.torch_gbps > 0) {
       worst_vs_torch = std::min(worst_vs_torch, r.mix_gbps / r.torch_gbps);
       cells.push_back(fixed(r.torch_gbps));
@@ -179,7 +189,8 @@ void run_mix(const mix_options& o) {
   tab.print();
   const double goal = on_cpu ? 0.85 : 0.9;
   std::cout << "\nworst mix/copy " << fixed(worst_ratio) << " (goal >= " << fixed(goal) << ")";
-  if (worst_vs_torch < 1e9) std::cout << ", worst mix/torch " << fixed(worst_vs_torch) << " (goal > 1)";
+  if (worst_vs_torch < 1e9)
+    std::cout << ", worst mix/torch " << fixed(worst_vs_torch) << " (goal > 1)";
   std::cout << "\n";
 
   if (!o.json_path.empty()) {
@@ -220,7 +231,8 @@ void add_mix_command(CLI::App& app) {
   cmd->add_option("--python", o->python, "Python interpreter with torch")->capture_default_str();
   cmd->add_option("--torch-script", o->torch_script, "The torch side of the comparison")
       ->capture_default_str();
-  cmd->add_option("--json", o->json_path, "Also write the results as JSON to this file (- = stdout)");
+  cmd->add_option("--json", o->json_path,
+                  "Also write the results as JSON to this file (- = stdout)");
   cmd->callback([o] { run_mix(*o); });
 }
 

@@ -15,7 +15,8 @@ namespace mws::bench {
 
 void table::print() const {
   std::vector<std::size_t> width(headers_.size());
-  for (std::size_t c = 0; c < headers_.size(); ++c) width[c] = headers_[c].size();
+  for (std::size_t c = 0; c < headers_.size(); ++c)
+    width[c] = headers_[c].size();
   for (const auto& row : rows_) {
     for (std::size_t c = 0; c < row.size() && c < width.size(); ++c) {
       width[c] = std::max(width[c], row[c].size());
@@ -31,9 +32,11 @@ void table::print() const {
   };
   line(headers_);
   std::size_t total = 0;
-  for (auto w : width) total += w + 2;
+  for (auto w : width)
+    total += w + 2;
   std::cout << std::string(total - 2, '-') << '\n';
-  for (const auto& row : rows_) line(row);
+  for (const auto& row : rows_)
+    line(row);
   std::cout.flush();
 }
 
