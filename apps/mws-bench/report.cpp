@@ -9,8 +9,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include <boost/json/src.hpp>  // Boost.JSON's implementation, compiled into this one file
-
 namespace mws::bench {
 
 void table::print() const {
