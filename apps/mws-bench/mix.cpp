@@ -81,17 +81,25 @@ void measure_size(backend& b, gpu::stream& s, const mix_options& o, dtype t, std
   auto* h = static_cast<float*>(host.data());
   for (std::size_t i = 0; i < numel; ++i)
     h[i] = static_cast<float>(i % 251) * 0.01f;
+  auto allocate = [&](dtype type) {
+    auto buf = b.allocate(type, numel, gpu::memory_space::device);
+    if (!buf)
+      throw std::runtime_error("cannot allocate " + std::to_string(mib) + " MiB on " +
+                               std::string(b.name()));
+    return std::move(*buf);
+  };
+  buffer staging = allocate(dtype::f32);
+  check(b.copy(s, staging.view(), host.view()), "upload");
   std::vector<buffer> x;
   for (std::size_t j = 0; j < k_max; ++j) {
-    auto buf = b.allocate(t, numel, gpu::memory_space::device);
-    if (!buf) throw std::runtime_error("cannot allocate " + std::to_string(mib) + " MiB");
-    check(b.convert(s, buf->view(), host.view()), "fill");
-    x.push_back(std::move(*buf));
+    x.push_back(allocate(t));
+    check(b.convert(s, x.back().view(), staging.view()), "fill");
   }
-  buffer out = b.allocate(t, numel, gpu::memory_space::device).value();
+  buffer out = allocate(t);
   check(b.copy(s, out.view(), x[0].view()), "fill");
   check(s.synchronize(), "synchronize");
   host = buffer();
+  staging = buffer();
 
   for (std::size_t k : o.k_values) {
     std::vector<gpu::weighted_term> terms;
