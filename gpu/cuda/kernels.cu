@@ -7,11 +7,18 @@
 // element takes the scalar path. Indices are 64-bit throughout: buffers may exceed 2^31
 // elements. All rounding is explicit (__fmul_rn, __fmaf_rn, __dadd_rn, ...), so the results do
 // not depend on nvcc's contraction flags.
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
 
 #include "gpu/cuda/kernels.cuh"
+
+// Kernel launches go through this macro so that tests/gpu/cuda_kernels_emulated_test.cpp can
+// run these kernels on the CPU; its stand-in for cuda_runtime.h defines its own version.
+#ifndef MWS_CUDA_LAUNCH
+#define MWS_CUDA_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#endif
 
 namespace mws::gpu::cuda {
 namespace {
@@ -258,19 +265,19 @@ __global__ void __launch_bounds__(block_threads) weighted_sum_kernel(const weigh
     weighted_sum_element<D, K>(args, i);
   u64 c = tid;
   for (; c + (U - 1) * stride < l.chunks; c += U * stride) {
-    chunk<D> in[U][K];
+    chunk<D> in[static_cast<std::size_t>(U)][static_cast<std::size_t>(K)];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (u64 u = 0; u < U; ++u) {
 #pragma unroll
       for (int k = 0; k < K; ++k)
         in[u][k] = load_chunk<D>(args.x[k], l.head + (c + u * stride) * chunk_elems);
     }
 #pragma unroll
-    for (int u = 0; u < U; ++u)
+    for (u64 u = 0; u < U; ++u)
       weighted_sum_chunk<D, K>(args, l.head + (c + u * stride) * chunk_elems, in[u]);
   }
   for (; c < l.chunks; c += stride) {
-    chunk<D> in[K];
+    chunk<D> in[static_cast<std::size_t>(K)];
 #pragma unroll
     for (int k = 0; k < K; ++k)
       in[k] = load_chunk<D>(args.x[k], l.head + c * chunk_elems);
@@ -283,7 +290,8 @@ cudaError_t launch_weighted_sum_k(cudaStream_t s, int grid_max, const weighted_s
   // Few inputs give few loads per iteration; unrolling over chunks keeps enough bytes in flight.
   constexpr int U = K == 1 ? 4 : (K <= 3 ? 2 : 1);
   const u64 threads = args.l.chunks > 0 ? (args.l.chunks + U - 1) / U : args.l.n;
-  weighted_sum_kernel<D, K, U><<<grid_for(threads, grid_max), block_threads, 0, s>>>(args);
+  MWS_CUDA_LAUNCH(grid_for(threads, grid_max), block_threads, s, weighted_sum_kernel<D, K, U>)
+  (args);
   return cudaGetLastError();
 }
 
@@ -336,7 +344,8 @@ template <dtype To, dtype From>
 cudaError_t launch_convert_t(cudaStream_t s, int grid_max, void* dst, const void* src, u64 n) {
   const layout l = plan(n, common_head({{dst, elem_bytes<To>}, {src, elem_bytes<From>}}));
   const u64 threads = l.chunks > 0 ? l.chunks : l.n;
-  convert_kernel<To, From><<<grid_for(threads, grid_max), block_threads, 0, s>>>(dst, src, l);
+  MWS_CUDA_LAUNCH(grid_for(threads, grid_max), block_threads, s, convert_kernel<To, From>)
+  (dst, src, l);
   return cudaGetLastError();
 }
 
@@ -371,8 +380,9 @@ __device__ __forceinline__ int load_operands(const void* x, const void* y, u64 n
   const int m = n - first < chunk_elems ? static_cast<int>(n - first) : chunk_elems;
 #pragma unroll
   for (int e = 0; e < chunk_elems; ++e) {
-    xs[e] = e < m ? load1<D>(x, first + e) : 0.0f;
-    if constexpr (Op != reduce_op::sum) ys[e] = e < m ? load1<D>(y, first + e) : 0.0f;
+    const u64 i = first + static_cast<u64>(e);
+    xs[e] = e < m ? load1<D>(x, i) : 0.0f;
+    if constexpr (Op != reduce_op::sum) ys[e] = e < m ? load1<D>(y, i) : 0.0f;
   }
   return m;
 }
@@ -380,9 +390,8 @@ __device__ __forceinline__ int load_operands(const void* x, const void* y, u64 n
 // Sums s[0, block_threads) into s[0] along a fixed tree.
 __device__ __forceinline__ void block_sum(double* s) {
 #pragma unroll
-  for (int width = block_threads / 2; width > 0; width /= 2) {
-    if (static_cast<int>(threadIdx.x) < width)
-      s[threadIdx.x] = __dadd_rn(s[threadIdx.x], s[threadIdx.x + width]);
+  for (unsigned width = block_threads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) s[threadIdx.x] = __dadd_rn(s[threadIdx.x], s[threadIdx.x + width]);
     __syncthreads();
   }
 }
@@ -433,10 +442,10 @@ cudaError_t launch_reduce_t(cudaStream_t s, int grid, const void* x, const void*
                             double* partials, double* result) {
   const bool vectors = reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
                        (Op == reduce_op::sum || reinterpret_cast<std::uintptr_t>(y) % 16 == 0);
-  reduce_partials_kernel<Op, D>
-      <<<static_cast<unsigned>(grid), block_threads, 0, s>>>(x, y, n, vectors, partials);
+  MWS_CUDA_LAUNCH(static_cast<unsigned>(grid), block_threads, s, reduce_partials_kernel<Op, D>)
+  (x, y, n, vectors, partials);
   if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  reduce_final_kernel<<<1, block_threads, 0, s>>>(partials, grid, result);
+  MWS_CUDA_LAUNCH(1, block_threads, s, reduce_final_kernel)(partials, grid, result);
   return cudaGetLastError();
 }
 
