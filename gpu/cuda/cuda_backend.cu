@@ -192,6 +192,7 @@ class cuda_backend final : public backend {
  public:
   cuda_backend(int device, const cudaDeviceProp& props)
       : device_(device),
+        sms_(props.multiProcessorCount),
         grid_(props.multiProcessorCount * cuda::blocks_per_sm),
         description_("CUDA device " + std::to_string(device) + ": " + props.name +
                      ", compute capability " + std::to_string(props.major) + "." +
@@ -255,7 +256,7 @@ class cuda_backend final : public backend {
           cudaMemcpyAsync(dst.data, src.data, dst.bytes(), cudaMemcpyDeviceToDevice, cs.get()));
     }
     return cs.record(
-        cuda::launch_convert(cs.get(), grid_, dst.type, dst.data, src.type, src.data, dst.numel));
+        cuda::launch_convert(cs.get(), sms_, dst.type, dst.data, src.type, src.data, dst.numel));
   }
 
   error_code weighted_sum(stream& s, tensor_view out,
@@ -319,12 +320,13 @@ class cuda_backend final : public backend {
                               const float* a, std::size_t k) {
     if (out.numel == 0) return {};
     if (auto ec = use_device()) return ec;
-    return cs.record(cuda::launch_weighted_sum(cs.get(), grid_, out.type, out.data, x, a,
+    return cs.record(cuda::launch_weighted_sum(cs.get(), sms_, out.type, out.data, x, a,
                                                static_cast<int>(k), out.numel));
   }
 
   int device_;
-  int grid_;  // blocks of every grid-stride kernel at most, and exactly, of the reductions
+  int sms_;   // multiprocessors: the element-wise kernels size their grids from it
+  int grid_;  // blocks of every reduction: fixed, so results repeat run to run
   std::string description_;
 };
 

@@ -253,9 +253,17 @@ __device__ __forceinline__ void weighted_sum_chunk(const weighted_sum_args& args
   store_chunk<D>(args.out, first, acc);
 }
 
+// Blocks per SM that a weighted-sum kernel is built to keep resident. f16 with many inputs needs
+// more than 64 registers for its conversions (it spilled ~350 bytes per thread at 64), so it
+// trades half the resident threads for twice the registers; 512 threads per SM with 16 loads
+// of 16 bytes each in flight still saturate memory.
+template <dtype D, int K>
+inline constexpr int weighted_sum_blocks_per_sm = D == dtype::f16&& K > 8 ? 2 : blocks_per_sm;
+
 // Grid-stride over chunks; each thread keeps U * K 16-byte loads in flight before it computes.
 template <dtype D, int K, int U>
-__global__ void __launch_bounds__(block_threads) weighted_sum_kernel(const weighted_sum_args args) {
+__global__ void __launch_bounds__(block_threads, (weighted_sum_blocks_per_sm<D, K>))
+    weighted_sum_kernel(const weighted_sum_args args) {
   const u64 tid = global_thread();
   const u64 stride = grid_threads();
   const layout l = args.l;
@@ -286,25 +294,26 @@ __global__ void __launch_bounds__(block_threads) weighted_sum_kernel(const weigh
 }
 
 template <dtype D, int K>
-cudaError_t launch_weighted_sum_k(cudaStream_t s, int grid_max, const weighted_sum_args& args) {
+cudaError_t launch_weighted_sum_k(cudaStream_t s, int sms, const weighted_sum_args& args) {
   // Few inputs give few loads per iteration; unrolling over chunks keeps enough bytes in flight.
   constexpr int U = K == 1 ? 4 : (K <= 3 ? 2 : 1);
   const u64 threads = args.l.chunks > 0 ? (args.l.chunks + U - 1) / U : args.l.n;
+  const int grid_max = sms * weighted_sum_blocks_per_sm<D, K>;
   MWS_CUDA_LAUNCH(grid_for(threads, grid_max), block_threads, s, weighted_sum_kernel<D, K, U>)
   (args);
   return cudaGetLastError();
 }
 
 template <dtype D, int... Ks>
-cudaError_t dispatch_terms(cudaStream_t s, int grid_max, const weighted_sum_args& args, int k,
+cudaError_t dispatch_terms(cudaStream_t s, int sms, const weighted_sum_args& args, int k,
                            std::integer_sequence<int, Ks...>) {
   cudaError_t r = cudaErrorInvalidValue;
-  ((k == Ks + 1 ? (r = launch_weighted_sum_k<D, Ks + 1>(s, grid_max, args), true) : false) || ...);
+  ((k == Ks + 1 ? (r = launch_weighted_sum_k<D, Ks + 1>(s, sms, args), true) : false) || ...);
   return r;
 }
 
 template <dtype D>
-cudaError_t launch_weighted_sum_t(cudaStream_t s, int grid_max, void* out, const void* const* x,
+cudaError_t launch_weighted_sum_t(cudaStream_t s, int sms, void* out, const void* const* x,
                                   const float* a, int k, u64 n) {
   weighted_sum_args args{};
   args.out = out;
@@ -318,13 +327,13 @@ cudaError_t launch_weighted_sum_t(cudaStream_t s, int grid_max, void* out, const
     if (common_head({{out, elem_bytes<D>}, {x[j], elem_bytes<D>}}) != head)
       head = no_common_alignment;
   args.l = plan(n, head);
-  return dispatch_terms<D>(s, grid_max, args, k, std::make_integer_sequence<int, 16>{});
+  return dispatch_terms<D>(s, sms, args, k, std::make_integer_sequence<int, 16>{});
 }
 
 // ---- conversion ---------------------------------------------------------------------------
 
 template <dtype To, dtype From>
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(block_threads, blocks_per_sm)
     convert_kernel(void* dst, const void* src, const layout l) {
   const u64 tid = global_thread();
   const u64 stride = grid_threads();
@@ -341,10 +350,11 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 template <dtype To, dtype From>
-cudaError_t launch_convert_t(cudaStream_t s, int grid_max, void* dst, const void* src, u64 n) {
+cudaError_t launch_convert_t(cudaStream_t s, int sms, void* dst, const void* src, u64 n) {
   const layout l = plan(n, common_head({{dst, elem_bytes<To>}, {src, elem_bytes<From>}}));
   const u64 threads = l.chunks > 0 ? l.chunks : l.n;
-  MWS_CUDA_LAUNCH(grid_for(threads, grid_max), block_threads, s, convert_kernel<To, From>)
+  MWS_CUDA_LAUNCH(grid_for(threads, sms * blocks_per_sm), block_threads, s,
+                  convert_kernel<To, From>)
   (dst, src, l);
   return cudaGetLastError();
 }
@@ -399,7 +409,7 @@ __device__ __forceinline__ void block_sum(double* s) {
 // Pass one: thread t of the grid adds chunks t, t + T, t + 2T, ... in that order (two loaded
 // ahead), then each block sums its threads along a fixed tree into partials[block].
 template <reduce_op Op, dtype D>
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(block_threads, blocks_per_sm)
     reduce_partials_kernel(const void* x, const void* y, u64 n, bool vectors, double* partials) {
   __shared__ double s[block_threads];
   const u64 tid = global_thread();
@@ -425,7 +435,7 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 // Pass two, one block: thread t adds partials t, t + 256, ... in order; then the fixed tree.
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(block_threads, blocks_per_sm)
     reduce_final_kernel(const double* partials, int count, double* result) {
   __shared__ double s[block_threads];
   double acc = 0.0;
@@ -465,31 +475,31 @@ cudaError_t launch_reduce_op(cudaStream_t s, int grid, dtype t, const void* x, c
 
 }  // namespace
 
-cudaError_t launch_weighted_sum(cudaStream_t s, int grid_max, dtype t, void* out,
-                                const void* const* x, const float* a, int k, std::uint64_t n) {
+cudaError_t launch_weighted_sum(cudaStream_t s, int sms, dtype t, void* out, const void* const* x,
+                                const float* a, int k, std::uint64_t n) {
   if (k < 1 || k > 16) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   switch (t) {
     case dtype::f16:
-      return launch_weighted_sum_t<dtype::f16>(s, grid_max, out, x, a, k, n);
+      return launch_weighted_sum_t<dtype::f16>(s, sms, out, x, a, k, n);
     case dtype::bf16:
-      return launch_weighted_sum_t<dtype::bf16>(s, grid_max, out, x, a, k, n);
+      return launch_weighted_sum_t<dtype::bf16>(s, sms, out, x, a, k, n);
     case dtype::f32:
       break;
   }
-  return launch_weighted_sum_t<dtype::f32>(s, grid_max, out, x, a, k, n);
+  return launch_weighted_sum_t<dtype::f32>(s, sms, out, x, a, k, n);
 }
 
-cudaError_t launch_convert(cudaStream_t s, int grid_max, dtype to, void* dst, dtype from,
+cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype from,
                            const void* src, std::uint64_t n) {
   if (n == 0) return cudaSuccess;
   constexpr auto f32 = dtype::f32, f16 = dtype::f16, bf16 = dtype::bf16;
-  if (to == f32 && from == f16) return launch_convert_t<f32, f16>(s, grid_max, dst, src, n);
-  if (to == f32 && from == bf16) return launch_convert_t<f32, bf16>(s, grid_max, dst, src, n);
-  if (to == f16 && from == f32) return launch_convert_t<f16, f32>(s, grid_max, dst, src, n);
-  if (to == f16 && from == bf16) return launch_convert_t<f16, bf16>(s, grid_max, dst, src, n);
-  if (to == bf16 && from == f32) return launch_convert_t<bf16, f32>(s, grid_max, dst, src, n);
-  if (to == bf16 && from == f16) return launch_convert_t<bf16, f16>(s, grid_max, dst, src, n);
+  if (to == f32 && from == f16) return launch_convert_t<f32, f16>(s, sms, dst, src, n);
+  if (to == f32 && from == bf16) return launch_convert_t<f32, bf16>(s, sms, dst, src, n);
+  if (to == f16 && from == f32) return launch_convert_t<f16, f32>(s, sms, dst, src, n);
+  if (to == f16 && from == bf16) return launch_convert_t<f16, bf16>(s, sms, dst, src, n);
+  if (to == bf16 && from == f32) return launch_convert_t<bf16, f32>(s, sms, dst, src, n);
+  if (to == bf16 && from == f16) return launch_convert_t<bf16, f16>(s, sms, dst, src, n);
   return cudaErrorInvalidValue;  // same dtype: the caller copies instead
 }
 

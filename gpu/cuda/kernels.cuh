@@ -19,20 +19,24 @@ namespace mws::gpu::cuda {
 // Threads per block of every kernel here.
 inline constexpr int block_threads = 256;
 
-// Blocks per streaming multiprocessor: 2048 resident threads / block_threads.
-inline constexpr int blocks_per_sm = 8;
+// Blocks per streaming multiprocessor that every kernel here is built to keep resident
+// (__launch_bounds__ caps registers at 64 per thread), so a grid of blocks_per_sm blocks per SM
+// runs in one wave, with no half-empty second wave at the end. 1024 threads per SM, each with
+// 64 to 256 bytes of loads in flight, are several times what saturates HBM (Little's law:
+// ~3.35 TB/s x ~0.7 us over 132 SMs is ~18 KB per SM).
+inline constexpr int blocks_per_sm = 4;
 
 // Reductions (mirror gpu::reduction without pulling Boost into device code).
 enum class reduce_op : std::uint8_t { sum, dot, squared_distance };
 
 // out = sum_{j<k} a[j] * x[j], elementwise over n elements of type t, 1 <= k <= 16. `out` may be
-// one of the x[j] (exactly); every pointer is aligned to its element size. At most grid_max
-// blocks.
-cudaError_t launch_weighted_sum(cudaStream_t s, int grid_max, dtype t, void* out,
-                                const void* const* x, const float* a, int k, std::uint64_t n);
+// one of the x[j] (exactly); every pointer is aligned to its element size. `sms` is the
+// device's multiprocessor count: the grid is at most what stays resident on them at once.
+cudaError_t launch_weighted_sum(cudaStream_t s, int sms, dtype t, void* out, const void* const* x,
+                                const float* a, int k, std::uint64_t n);
 
 // dst = src converted from `from` to `to` (which differ), n elements, no overlap.
-cudaError_t launch_convert(cudaStream_t s, int grid_max, dtype to, void* dst, dtype from,
+cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype from,
                            const void* src, std::uint64_t n);
 
 // *result = the reduction of x (and y, unless op is sum) over n elements of type t, accumulated

@@ -190,6 +190,43 @@ TEST_CASE("cuda: weighted_sum equals the CPU bit for bit for every dtype and 1 t
   }
 }
 
+// With one to three inputs each thread loads two or four chunks per round; those rounds only
+// happen when a buffer spans several times the grid (~135k threads x 8 elements on an H100).
+TEST_CASE("cuda: weighted_sum of 1 to 3 inputs over many grid strides equals the CPU") {
+  auto gpu = make_cuda();
+  auto cpu = make_cpu_backend();
+  auto gs = gpu->make_stream().value();
+  auto cs = cpu->make_stream().value();
+  std::uint32_t seed = 300;
+  for (dtype t : testing::all_dtypes) {
+    for (std::size_t offset : {std::size_t{0}, std::size_t{5}}) {
+      for (std::size_t k = 1; k <= 3; ++k) {
+        CAPTURE(to_string(t));
+        CAPTURE(offset);
+        CAPTURE(k);
+        const std::size_t n = 4'000'011;
+        const float a[] = {0.75f, -1.25f, 0.3f};
+        std::vector<host_tensor> xh;
+        std::vector<buffer> xd;
+        std::vector<weighted_term> gterms, cterms;
+        for (std::size_t j = 0; j < k; ++j) {
+          xh.push_back(random_tensor(t, n + offset, ++seed));
+          xd.push_back(testing::upload(*gpu, *gs, xh.back()));
+        }
+        for (std::size_t j = 0; j < k; ++j) {
+          gterms.push_back({xd[j].view().slice(offset, n), a[j]});
+          cterms.push_back({xh[j].view().slice(offset, n), a[j]});
+        }
+        host_tensor out_cpu = random_tensor(t, n + offset, ++seed);
+        buffer out_gpu = testing::upload(*gpu, *gs, out_cpu);
+        REQUIRE_FALSE(gpu->weighted_sum(*gs, out_gpu.view().slice(offset, n), gterms));
+        REQUIRE_FALSE(cpu->weighted_sum(*cs, host_view(out_cpu).slice(offset, n), cterms));
+        CHECK(differing(testing::download(*gpu, *gs, out_gpu.view()), out_cpu) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda: weighted_sum in place equals the CPU bit for bit") {
   auto gpu = make_cuda();
   auto cpu = make_cpu_backend();

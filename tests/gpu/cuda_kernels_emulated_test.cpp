@@ -24,7 +24,9 @@ namespace {
 
 using testing::host_tensor;
 
-// Small grids, so that every grid-stride loop goes round several times.
+// A one-multiprocessor "device" and a three-block reduction grid: small grids, so that every
+// grid-stride loop goes round several times.
+constexpr int sms = 1;
 constexpr int grid_max = 3;
 
 std::vector<float> random_values(std::size_t n, std::uint32_t seed) {
@@ -105,9 +107,44 @@ TEST_CASE("emulated cuda kernels: weighted_sum equals the CPU backend bit for bi
         }
         host_tensor want = testing::make_host(t, random_values(total, ++seed));
         host_tensor got = want;
-        REQUIRE(cuda::launch_weighted_sum(nullptr, grid_max, t, at(got, p.out_offset), ptrs.data(),
+        REQUIRE(cuda::launch_weighted_sum(nullptr, sms, t, at(got, p.out_offset), ptrs.data(),
                                           a.data(), static_cast<int>(k), p.n) == cudaSuccess);
         const tensor_view out{at(want, p.out_offset), p.n, t, memory_space::host};
+        REQUIRE_FALSE(cpu->weighted_sum(*cs, out, terms));
+        CHECK(differing(got, want) == 0);
+      }
+    }
+  }
+}
+
+// With one to three inputs each thread loads two or four chunks per round; those rounds only
+// happen when the buffer spans several times the grid (here 1024 threads x 8 elements).
+TEST_CASE("emulated cuda kernels: weighted_sum of 1 to 3 inputs over many grid strides") {
+  auto cpu = make_cpu_backend();
+  auto cs = cpu->make_stream().value();
+  std::uint32_t seed = 300;
+  for (dtype t : testing::all_dtypes) {
+    for (std::size_t offset : {std::size_t{0}, std::size_t{5}}) {
+      for (std::size_t k = 1; k <= 3; ++k) {
+        CAPTURE(to_string(t));
+        CAPTURE(offset);
+        CAPTURE(k);
+        const std::size_t n = 100'003;
+        std::vector<host_tensor> x;
+        std::vector<const void*> ptrs;
+        std::vector<weighted_term> terms;
+        const float a[] = {0.75f, -1.25f, 0.3f};
+        for (std::size_t j = 0; j < k; ++j)
+          x.push_back(testing::make_host(t, random_values(n + offset, ++seed)));
+        for (std::size_t j = 0; j < k; ++j) {
+          ptrs.push_back(at(x[j], offset));
+          terms.push_back({x[j].view().slice(offset, n), a[j]});
+        }
+        host_tensor want = testing::make_host(t, random_values(n + offset, ++seed));
+        host_tensor got = want;
+        REQUIRE(cuda::launch_weighted_sum(nullptr, sms, t, at(got, offset), ptrs.data(), a,
+                                          static_cast<int>(k), n) == cudaSuccess);
+        const tensor_view out{at(want, offset), n, t, memory_space::host};
         REQUIRE_FALSE(cpu->weighted_sum(*cs, out, terms));
         CHECK(differing(got, want) == 0);
       }
@@ -126,8 +163,7 @@ TEST_CASE("emulated cuda kernels: weighted_sum in place equals the CPU backend b
     host_tensor x_cpu = x;
     const void* ptrs[] = {at(x, 1), at(y, 1)};
     const float a[] = {0.3f, -0.7f};
-    REQUIRE(cuda::launch_weighted_sum(nullptr, grid_max, t, at(x, 1), ptrs, a, 2, n) ==
-            cudaSuccess);
+    REQUIRE(cuda::launch_weighted_sum(nullptr, sms, t, at(x, 1), ptrs, a, 2, n) == cudaSuccess);
     const weighted_term terms[] = {{x_cpu.view().slice(1, n), 0.3f}, {y.view().slice(1, n), -0.7f}};
     const tensor_view out{at(x_cpu, 1), n, t, memory_space::host};
     REQUIRE_FALSE(cpu->weighted_sum(*cs, out, terms));
@@ -168,8 +204,8 @@ TEST_CASE("emulated cuda kernels: conversions of every bit pattern equal the sca
           }
           const std::size_t n = src.numel() - src_off;
           host_tensor dst{to, std::vector<unsigned char>((n + dst_off) * dtype_size(to))};
-          REQUIRE(cuda::launch_convert(nullptr, grid_max, to, at(dst, dst_off), from,
-                                       at(src, src_off), n) == cudaSuccess);
+          REQUIRE(cuda::launch_convert(nullptr, sms, to, at(dst, dst_off), from, at(src, src_off),
+                                       n) == cudaSuccess);
           std::size_t wrong = 0;
           for (std::size_t i = 0; i < n; ++i) {
             const float f = src.at(src_off + i);
@@ -252,11 +288,11 @@ TEST_CASE("emulated cuda kernels: reductions of small integers are exact") {
 TEST_CASE("emulated cuda kernels: launchers refuse impossible arguments") {
   const float a[] = {1.0f};
   const void* x[] = {nullptr};
-  CHECK(cuda::launch_weighted_sum(nullptr, grid_max, dtype::f32, nullptr, x, a, 0, 1) ==
+  CHECK(cuda::launch_weighted_sum(nullptr, sms, dtype::f32, nullptr, x, a, 0, 1) ==
         cudaErrorInvalidValue);
-  CHECK(cuda::launch_weighted_sum(nullptr, grid_max, dtype::f32, nullptr, x, a, 17, 1) ==
+  CHECK(cuda::launch_weighted_sum(nullptr, sms, dtype::f32, nullptr, x, a, 17, 1) ==
         cudaErrorInvalidValue);
-  CHECK(cuda::launch_convert(nullptr, grid_max, dtype::f16, nullptr, dtype::f16, nullptr, 4) ==
+  CHECK(cuda::launch_convert(nullptr, sms, dtype::f16, nullptr, dtype::f16, nullptr, 4) ==
         cudaErrorInvalidValue);
   CHECK(cuda::launch_reduce(nullptr, 0, cuda::reduce_op::sum, dtype::f32, nullptr, nullptr, 0,
                             nullptr, nullptr) == cudaErrorInvalidValue);
