@@ -47,6 +47,13 @@ error_code device_failure(cudaError_t e) noexcept {
   return e == cudaErrorMemoryAllocation ? errc::out_of_memory : errc::device_error;
 }
 
+// Whatever the runtime's reason (cudaErrorMemoryAllocation, or an invalid value for a size no
+// device or host could hold), a failed allocation is reported as out_of_memory.
+error_code allocation_failure(cudaError_t e) noexcept {
+  (void)device_failure(e);
+  return errc::out_of_memory;
+}
+
 void free_device(void* p) noexcept {
   (void)cudaFree(p);
 }
@@ -67,8 +74,10 @@ void free_host(void* p) noexcept {
 // kernels start only after the previous one's host function has copied the slot out.
 class cuda_stream final : public stream {
  public:
+  cuda_stream() = default;  // empty until create() fills it; the destructor copes with either
+
   static result<std::unique_ptr<cuda_stream>> create(int reduce_grid) {
-    auto s = std::unique_ptr<cuda_stream>(new cuda_stream());
+    auto s = std::make_unique<cuda_stream>();
     if (cudaError_t e = cudaStreamCreateWithFlags(&s->stream_, cudaStreamNonBlocking)) {
       s->stream_ = nullptr;
       return device_failure(e);
@@ -154,8 +163,6 @@ class cuda_stream final : public stream {
     }
   };
 
-  cuda_stream() = default;
-
   cudaStream_t stream_ = nullptr;
   double* partials_ = nullptr;
   double* result_host_ = nullptr;
@@ -214,12 +221,12 @@ class cuda_backend final : public backend {
     switch (space) {
       case memory_space::device:
         if (auto ec = use_device()) return ec;
-        if (cudaError_t e = cudaMalloc(&p, bytes)) return device_failure(e);
+        if (cudaError_t e = cudaMalloc(&p, bytes)) return allocation_failure(e);
         return buffer(p, numel, type, space, free_device);
       case memory_space::pinned_host:
         if (auto ec = use_device()) return ec;
         if (cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable))
-          return device_failure(e);
+          return allocation_failure(e);
         return buffer(p, numel, type, space, free_pinned);
       case memory_space::host:
         break;
