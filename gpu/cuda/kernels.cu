@@ -416,7 +416,8 @@ __global__ void __launch_bounds__(block_threads, blocks_per_sm)
   const u64 stride = grid_threads();
   const u64 chunks = (n + chunk_elems - 1) / chunk_elems;
   double acc = 0.0;
-  float x0[chunk_elems], y0[chunk_elems], x1[chunk_elems], y1[chunk_elems];
+  float x0[chunk_elems], x1[chunk_elems];
+  float y0[chunk_elems] = {}, y1[chunk_elems] = {};  // stay zero, and unused, for sums
   for (u64 c = tid; c < chunks; c += 2 * stride) {
     const int m0 = load_operands<Op, D>(x, y, n, vectors, c, x0, y0);
     const int m1 =
@@ -478,6 +479,7 @@ cudaError_t launch_reduce_op(cudaStream_t s, int grid, dtype t, const void* x, c
 cudaError_t launch_weighted_sum(cudaStream_t s, int sms, dtype t, void* out, const void* const* x,
                                 const float* a, int k, std::uint64_t n) {
   if (k < 1 || k > 16) return cudaErrorInvalidValue;
+  (void)cudaGetLastError();  // a stale error of an earlier call is not this launch's
   if (n == 0) return cudaSuccess;
   switch (t) {
     case dtype::f16:
@@ -493,6 +495,7 @@ cudaError_t launch_weighted_sum(cudaStream_t s, int sms, dtype t, void* out, con
 cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype from,
                            const void* src, std::uint64_t n) {
   if (n == 0) return cudaSuccess;
+  (void)cudaGetLastError();  // a stale error of an earlier call is not this launch's
   constexpr auto f32 = dtype::f32, f16 = dtype::f16, bf16 = dtype::bf16;
   if (to == f32 && from == f16) return launch_convert_t<f32, f16>(s, sms, dst, src, n);
   if (to == f32 && from == bf16) return launch_convert_t<f32, bf16>(s, sms, dst, src, n);
@@ -506,6 +509,7 @@ cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype f
 cudaError_t launch_reduce(cudaStream_t s, int grid, reduce_op op, dtype t, const void* x,
                           const void* y, std::uint64_t n, double* partials, double* result) {
   if (grid < 1) return cudaErrorInvalidValue;
+  (void)cudaGetLastError();  // a stale error of an earlier call is not this launch's
   switch (op) {
     case reduce_op::dot:
       return launch_reduce_op<reduce_op::dot>(s, grid, t, x, y, n, partials, result);
