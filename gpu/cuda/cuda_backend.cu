@@ -2,7 +2,9 @@
 //
 // Every operation is checked with gpu/detail/validate.hpp (operands must be device memory),
 // enqueued on the caller's stream and returned from at once; nothing here blocks except
-// allocate (cudaMalloc, cudaHostAlloc), stream::synchronize and the destructors.
+// allocate (cudaMalloc, cudaHostAlloc), stream::synchronize, the destructors, and copies from or
+// to ordinary (pageable) host memory, which CUDA stages synchronously: use pinned_host buffers
+// for transfers that must not block.
 //
 // Element-wise work runs in the fused kernels of kernels.cu for every dtype, axpy and scale
 // included: axpy is the two-term weighted sum {1*y, a*x} (1*y is exact, so the result is

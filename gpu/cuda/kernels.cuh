@@ -5,7 +5,10 @@
 // Numerics are those of gpu/backend.hpp, bit for bit with the CPU backend: weighted sums round
 // as acc = a_0*x_0, then acc = fma(a_k, x_k, acc) in order; f16 and bf16 are widened to f32 and
 // rounded back with the same bit logic as gpu/dtype.hpp. Reductions accumulate in f64 over a
-// grid whose size is fixed per device, in a fixed order, with no atomics.
+// grid whose size is fixed per device, in a fixed order, with no atomics. One thing differs from
+// an x86 CPU: where arithmetic produces a NaN, the GPU's is the canonical 0x7fffffff, while x86
+// passes an input NaN's payload on; both are NaN. (Conversions do no arithmetic and keep
+// payloads exactly as gpu/dtype.hpp does.)
 #pragma once
 
 #include <cstdint>
