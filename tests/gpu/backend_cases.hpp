@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <future>
 #include <random>
 #include <vector>
 
@@ -262,6 +263,62 @@ inline void bad_calls_are_refused(backend& b) {
   CHECK(b.copy(*s, x.view(), y.view()) == errc::size_mismatch);
   CHECK(b.convert(*s, y.view(), h.view()) == errc::size_mismatch);
   CHECK_FALSE(s->synchronize());
+}
+
+// A buffer of every memory space, filled from a plain host vector, copied to every other space
+// and read back: the bytes survive each leg unchanged.
+inline void copies_round_trip_between_memory_spaces(backend& b) {
+  auto s = b.make_stream().value();
+  const memory_space spaces[] = {memory_space::host, memory_space::pinned_host,
+                                 memory_space::device};
+  const host_tensor src = make_host(dtype::bf16, small_integers(100'003, 12));
+  for (memory_space from : spaces) {
+    for (memory_space to : spaces) {
+      CAPTURE(static_cast<int>(from));
+      CAPTURE(static_cast<int>(to));
+      auto a = b.allocate(src.type, src.numel(), from).value();
+      auto c = b.allocate(src.type, src.numel(), to).value();
+      CHECK(a.space() == from);
+      CHECK(c.space() == to);
+      REQUIRE_FALSE(b.copy(*s, a.view(), src.view()));
+      REQUIRE_FALSE(b.copy(*s, c.view(), a.view()));
+      const host_tensor back = download(b, *s, c.view());
+      CHECK(back.bytes == src.bytes);
+    }
+  }
+}
+
+// The completion callback runs after everything queued before it, so a reduction's result is
+// in place when it fires; on an idle stream it fires as well.
+inline void on_complete_follows_the_work(backend& b) {
+  auto s = b.make_stream().value();
+  const auto values = small_integers(300'007, 13);
+  double want = 0;
+  for (float v : values)
+    want += static_cast<double>(v);
+  auto x = upload(b, *s, make_host(dtype::f32, values));
+  double got = -1;
+  REQUIRE_FALSE(b.reduce(*s, reduction::sum, x.view(), {}, &got));
+  std::promise<error_code> done;
+  s->on_complete([&done](error_code ec) { done.set_value(ec); });
+  CHECK_FALSE(done.get_future().get());
+  CHECK(got == want);
+  std::promise<error_code> idle;
+  s->on_complete([&idle](error_code ec) { idle.set_value(ec); });
+  CHECK_FALSE(idle.get_future().get());
+}
+
+// Sizes whose byte count does not fit in size_t are refused before any allocation is tried.
+inline void overflowing_allocations_fail_with_out_of_memory(backend& b) {
+  for (memory_space space : {memory_space::host, memory_space::pinned_host, memory_space::device}) {
+    CAPTURE(static_cast<int>(space));
+    const auto r = b.allocate(dtype::f32, SIZE_MAX / 2, space);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == errc::out_of_memory);
+  }
+  auto zero = b.allocate(dtype::f16, 0, memory_space::device);
+  REQUIRE(zero.has_value());
+  CHECK(zero->numel() == 0);
 }
 
 }  // namespace mws::gpu::testing

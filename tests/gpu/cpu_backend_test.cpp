@@ -66,6 +66,18 @@ TEST_CASE("cpu: bad calls are refused with a specific error") {
   testing::bad_calls_are_refused(*make_cpu_backend());
 }
 
+TEST_CASE("cpu: copies between every pair of memory spaces round-trip") {
+  testing::copies_round_trip_between_memory_spaces(*make_cpu_backend());
+}
+
+TEST_CASE("cpu: on_complete fires once the work, reductions included, has finished") {
+  testing::on_complete_follows_the_work(*make_cpu_backend());
+}
+
+TEST_CASE("cpu: allocations whose size overflows fail with out_of_memory") {
+  testing::overflowing_allocations_fail_with_out_of_memory(*make_cpu_backend());
+}
+
 TEST_CASE("make_backend: cpu on request; automatic always yields a backend with a reason") {
   auto cpu = make_backend(backend_choice::cpu);
   REQUIRE(cpu.chosen);
