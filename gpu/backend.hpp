@@ -13,6 +13,7 @@
 //   * storage f32, f16 or bf16; arithmetic in f32; results rounded to nearest even;
 //   * weighted_sum: acc = a_0*x_0, then acc = fma(a_k, x_k, acc) for k = 1..K-1, in that order;
 //   * axpy: y = fma(a, x, y); scale: x = a*x;
+//   * a NaN result is a quiet NaN; its payload is unspecified (GPUs produce the canonical one);
 //   * reductions accumulate in f64 in an order fixed by the backend (no atomics), so a result
 //     repeats run to run on the same backend; across backends they agree to rounding.
 //

@@ -55,7 +55,12 @@ class cpu_backend final : public backend {
 
   error_code convert(stream&, tensor_view dst, const_tensor_view src) override {
     if (auto ec = detail::check_convert(dst, src, host_memory)) return ec;
-    if (dst.data != src.data) kernels_.convert(dst.type, dst.data, src.type, src.data, dst.numel);
+    if (dst.data == src.data) return {};
+    if (dst.type == src.type) {
+      std::memcpy(dst.data, src.data, dst.bytes());  // a copy keeps every bit, NaN payloads too
+    } else {
+      kernels_.convert(dst.type, dst.data, src.type, src.data, dst.numel);
+    }
     return {};
   }
 

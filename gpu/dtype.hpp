@@ -75,7 +75,9 @@ inline float f16_to_f32(std::uint16_t h) noexcept {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
   const std::uint32_t exp = (h >> 10) & 0x1fu;
   const std::uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1fu) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  // NaNs come out quiet, as the F16C instruction and CUDA's conversion make them.
+  if (exp == 0x1fu)
+    return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
   if (exp != 0) return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
   // Zero or subnormal: mant * 2^-24, exact in f32.
   const float v = static_cast<float>(mant) * 0x1p-24f;

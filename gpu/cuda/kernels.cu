@@ -71,7 +71,8 @@ __device__ __forceinline__ float from_f16(u32 h) {
   const u32 sign = (h & 0x8000u) << 16;
   const u32 exp = (h >> 10) & 0x1fu;
   const u32 mant = h & 0x3ffu;
-  if (exp == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mant << 13));
+  if (exp == 0x1fu)
+    return __uint_as_float(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
   if (exp != 0) return __uint_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
   const float v = __fmul_rn(__uint2float_rn(mant), 0x1p-24f);  // exact
   return sign ? -v : v;

@@ -62,6 +62,10 @@ TEST_CASE("cpu: conversions between all dtypes match the scalar reference bit fo
   testing::conversions_match_the_reference(*make_cpu_backend());
 }
 
+TEST_CASE("cpu: conversions of every bit pattern equal the scalar reference") {
+  testing::every_bit_pattern_converts_like_the_reference(*make_cpu_backend());
+}
+
 TEST_CASE("cpu: bad calls are refused with a specific error") {
   testing::bad_calls_are_refused(*make_cpu_backend());
 }

@@ -284,61 +284,7 @@ TEST_CASE("cuda: axpy and scale equal the CPU bit for bit, zero and one as facto
 // Every 16-bit pattern (NaNs, infinities, subnormals included) and arbitrary f32 patterns, at
 // aligned and misaligned offsets, against gpu/dtype.hpp's scalar functions.
 TEST_CASE("cuda: conversions of every bit pattern equal the scalar reference") {
-  auto gpu = make_cuda();
-  auto gs = gpu->make_stream().value();
-  std::vector<float> f32_patterns(1 << 20);
-  std::mt19937 rng(5);
-  for (auto& f : f32_patterns)
-    f = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
-  const float specials[] = {0.0f,      -0.0f,          INFINITY,       -INFINITY,
-                            65504.0f,  65519.0f,       65520.0f,       0x1p-24f,
-                            0x1p-25f,  0x1.8p-24f,     0x1p-149f,      0x1p-126f,
-                            -0x1p-15f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 1.0f + 0x1p-11f};
-  for (std::size_t i = 0; i < std::size(specials); ++i)
-    f32_patterns[i] = specials[i];
-  for (dtype from : testing::all_dtypes) {
-    for (dtype to : testing::all_dtypes) {
-      for (std::size_t src_off : {std::size_t{0}, std::size_t{1}, std::size_t{3}}) {
-        for (std::size_t dst_off : {std::size_t{0}, std::size_t{1}, std::size_t{6}}) {
-          CAPTURE(to_string(from));
-          CAPTURE(to_string(to));
-          CAPTURE(src_off);
-          CAPTURE(dst_off);
-          host_tensor src{from, {}};
-          if (from == dtype::f32) {
-            src.bytes.resize(f32_patterns.size() * 4);
-            std::memcpy(src.bytes.data(), f32_patterns.data(), src.bytes.size());
-          } else {
-            src.bytes.resize(0x10000 * 2);
-            for (std::uint32_t h = 0; h < 0x10000; ++h) {
-              const auto u = static_cast<std::uint16_t>(h);
-              std::memcpy(src.bytes.data() + 2 * h, &u, 2);
-            }
-          }
-          const std::size_t n = src.numel() - src_off;
-          buffer sd = testing::upload(*gpu, *gs, src);
-          auto dd = gpu->allocate(to, n + dst_off, memory_space::device).value();
-          REQUIRE_FALSE(
-              gpu->convert(*gs, dd.view().slice(dst_off, n), sd.view().slice(src_off, n)));
-          const host_tensor got = testing::download(*gpu, *gs, dd.view().slice(dst_off, n));
-          std::size_t wrong = 0;
-          for (std::size_t i = 0; i < n; ++i) {
-            std::uint32_t bits = 0;
-            if (from == to) {
-              bits = src.bits(src_off + i);
-            } else {
-              const float f = src.at(src_off + i);
-              bits = to == dtype::f32   ? std::bit_cast<std::uint32_t>(f)
-                     : to == dtype::f16 ? f32_to_f16(f)
-                                        : f32_to_bf16(f);
-            }
-            wrong += got.bits(i) != bits;
-          }
-          CHECK(wrong == 0);
-        }
-      }
-    }
-  }
+  testing::every_bit_pattern_converts_like_the_reference(*make_cuda());
 }
 
 double relative_error(double got, double want) {
