@@ -63,20 +63,21 @@ double metrics_registry::value(std::string_view name, const label_set& labels) c
 std::string metrics_registry::render() const {
   std::string out;
   for (const auto& [name, f] : families_) {
-    out += "# HELP " + name + " " + f.help + "\n";
-    out += "# TYPE " + name + (f.type == kind::counter ? " counter\n" : " gauge\n");
+    out.append("# HELP ").append(name).append(" ").append(f.help).push_back('\n');
+    out.append("# TYPE ").append(name).append(f.type == kind::counter ? " counter\n" : " gauge\n");
     // A declared family with no series yet shows as zero, so dashboards see it from the start.
-    if (f.series.empty()) out += name + " 0\n";
+    if (f.series.empty()) out.append(name).append(" 0\n");
     for (const auto& [labels, v] : f.series) {
-      out += name;
+      out.append(name);
       if (!labels.empty()) {
-        out += '{';
+        out.push_back('{');
         for (std::size_t i = 0; i < labels.size(); ++i) {
-          out += (i ? "," : "") + labels[i].first + "=\"" + escape(labels[i].second) + "\"";
+          if (i > 0) out.push_back(',');
+          out.append(labels[i].first).append("=\"").append(escape(labels[i].second)).push_back('"');
         }
-        out += '}';
+        out.push_back('}');
       }
-      out += " " + number(v) + "\n";
+      out.append(" ").append(number(v)).push_back('\n');
     }
   }
   return out;
