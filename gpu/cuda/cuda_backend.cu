@@ -44,7 +44,11 @@ std::string describe(cudaError_t e) {
 
 // Failed runtime calls also set the thread's "last error", which the next kernel launch would
 // report as its own; clear it once the failure has been handled.
+// MWS_CUDA_TRACE=1 prints each runtime failure as CUDA names it, for operators chasing a
+// device_error.
 error_code device_failure(cudaError_t e) noexcept {
+  static const bool trace = std::getenv("MWS_CUDA_TRACE") != nullptr;
+  if (trace) std::fprintf(stderr, "mws.gpu: CUDA %s: %s\n", cudaGetErrorName(e), cudaGetErrorString(e));
   (void)cudaGetLastError();
   return e == cudaErrorMemoryAllocation ? errc::out_of_memory : errc::device_error;
 }

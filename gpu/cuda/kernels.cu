@@ -14,6 +14,10 @@
 
 #include "gpu/cuda/kernels.cuh"
 
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
+
 // Kernel launches go through this macro so that tests/gpu/cuda_kernels_emulated_test.cpp can
 // run these kernels on the CPU; its stand-in for cuda_runtime.h defines its own version.
 #ifndef MWS_CUDA_LAUNCH
@@ -45,7 +49,13 @@ __device__ __forceinline__ float from_bf16(u32 h) {
   return __uint_as_float(h << 16);
 }
 
+// On the device, the hardware conversion gives the same bits as the reference for every value
+// but NaN (round to nearest even, overflow to infinity, exact subnormals, since -ftz=false) in
+// one instruction; NaNs take the reference path, so their payloads match the CPU too.
 __device__ __forceinline__ u16 to_f16(float f) {
+#if defined(__CUDA_ARCH__)
+  if (f == f) return __half_as_ushort(__float2half_rn(f));
+#endif
   const u32 u = __float_as_uint(f);
   const u32 sign = (u >> 16) & 0x8000u;
   const u32 abs = u & 0x7fffffffu;
@@ -68,6 +78,9 @@ __device__ __forceinline__ u16 to_f16(float f) {
 }
 
 __device__ __forceinline__ float from_f16(u32 h) {
+#if defined(__CUDA_ARCH__)
+  if ((h & 0x7fffu) <= 0x7c00u) return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+#endif
   const u32 sign = (h & 0x8000u) << 16;
   const u32 exp = (h >> 10) & 0x1fu;
   const u32 mant = h & 0x3ffu;

@@ -287,7 +287,7 @@ constexpr std::size_t reduction_lanes = 8;
 
 template <reduction Op, dtype D>
 double term1(const void* x, const void* y, std::size_t i) noexcept {
-  const double xi = load1<D>(x, i);
+  const double xi = static_cast<double>(load1<D>(x, i));
   if constexpr (Op == reduction::sum) {
     return xi;
   } else if constexpr (Op == reduction::dot) {
