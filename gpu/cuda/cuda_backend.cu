@@ -48,7 +48,8 @@ std::string describe(cudaError_t e) {
 // device_error.
 error_code device_failure(cudaError_t e) noexcept {
   static const bool trace = std::getenv("MWS_CUDA_TRACE") != nullptr;
-  if (trace) std::fprintf(stderr, "mws.gpu: CUDA %s: %s\n", cudaGetErrorName(e), cudaGetErrorString(e));
+  if (trace)
+    std::fprintf(stderr, "mws.gpu: CUDA %s: %s\n", cudaGetErrorName(e), cudaGetErrorString(e));
   (void)cudaGetLastError();
   return e == cudaErrorMemoryAllocation ? errc::out_of_memory : errc::device_error;
 }

@@ -79,7 +79,8 @@ __device__ __forceinline__ u16 to_f16(float f) {
 
 __device__ __forceinline__ float from_f16(u32 h) {
 #if defined(__CUDA_ARCH__)
-  if ((h & 0x7fffu) <= 0x7c00u) return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+  if ((h & 0x7fffu) <= 0x7c00u)
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
 #endif
   const u32 sign = (h & 0x8000u) << 16;
   const u32 exp = (h >> 10) & 0x1fu;

@@ -385,8 +385,10 @@ buffer fill_big(backend& b, stream& s, dtype t, float (*pattern)(std::size_t)) {
 
 // Element indices to check: both ends, across 2^31, and spread over the buffer.
 std::vector<std::size_t> probe_starts() {
-  std::vector<std::size_t> starts = {0, (std::size_t{1} << 31) - 2048, big_n - 4096,
-                                     (std::size_t{1} << 31) - 1 - 100};
+  // Every window of 4096 elements must lie inside the big_n-element buffer: the last one
+  // starts at big_n - 4096 and so covers elements 2^31 - 1 and 2^31.
+  std::vector<std::size_t> starts = {0, (std::size_t{1} << 31) - 4096, big_n - 4096,
+                                     big_n - 4096 - 33};
   std::mt19937_64 rng(3);
   for (int i = 0; i < 32; ++i)
     starts.push_back(rng() % (big_n - 4096));
@@ -417,6 +419,7 @@ TEST_CASE("cuda: bf16 weighted_sum and reductions cover more than 2^31 elements 
   CHECK(dot == want_dot);
   std::size_t wrong = 0;
   for (std::size_t first : probe_starts()) {
+    CAPTURE(first);
     const host_tensor got = testing::download(*gpu, *s, out.view().slice(first, 4096));
     for (std::size_t i = 0; i < 4096; ++i)
       wrong += got.at(i) != 0.5f * pattern_x(first + i) + 0.25f * pattern_y(first + i);
@@ -441,6 +444,7 @@ TEST_CASE("cuda: f32 scale and sum cover more than 2^31 elements exactly") {
   CHECK(sum == want);
   std::size_t wrong = 0;
   for (std::size_t first : probe_starts()) {
+    CAPTURE(first);
     const host_tensor got = testing::download(*gpu, *s, x.view().slice(first, 4096));
     for (std::size_t i = 0; i < 4096; ++i) {
       const std::size_t at = first + i;
