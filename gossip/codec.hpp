@@ -1,8 +1,10 @@
 // The wire form of a gossip message, and the validating decoder.
 //
 // Layout (all integers little-endian):
-//   u32 header_bytes | FlatBuffers header (schema gossip/wire.fbs), zero-padded to 8 bytes |
-//   tensor 0 bytes, zero-padded to 8 | tensor 1 bytes, padded | ...
+//   u32 header length | u16 version (1) | u16 zero | FlatBuffers header (schema gossip/wire.fbs),
+//   zero-padded to a multiple of 8 bytes | tensor 0 bytes, zero-padded to 8 | tensor 1 | ...
+// Every padding byte is zero and checked. The encoder takes the manifest because the header
+// names every tensor.
 // The header lists every tensor (name, dtype, numel, bytes) so a receiver knows the whole size
 // before any tensor byte arrives, and the runtime can stream tensor bytes straight from and into
 // model memory: encode_header() + tensor views on the way out, decode_header() then
@@ -16,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -39,19 +42,24 @@ struct decode_limits {
 
 // The length prefix plus the padded header, and where each tensor's bytes go after it.
 struct wire_layout {
-  std::size_t header_bytes = 0;  // prefix + FlatBuffers + padding: offset of tensor 0
+  std::size_t header_bytes = 0;             // prefix + FlatBuffers + padding: offset of tensor 0
   std::vector<std::size_t> tensor_offsets;  // from the start of the message
   std::size_t total_bytes = 0;
 };
 
-// Bytes of the encoded message (header + padded tensors) without producing them.
-std::size_t wire_size(const message& msg);
+inline constexpr std::uint16_t wire_version = 1;
+inline constexpr std::size_t wire_prefix_bytes = 8;
+
+// Bytes of the encoded message (header + padded tensors) without copying tensor bytes.
+// `msg` matches `spec` (a message made by a node of this manifest does).
+std::size_t wire_size(const message& msg, const manifest& spec);
 
 // The prefix and header of `msg`, padded; the tensor bytes follow at wire_layout offsets.
-std::vector<std::uint8_t> encode_header(const message& msg, wire_layout* layout = nullptr);
+std::vector<std::uint8_t> encode_header(const message& msg, const manifest& spec,
+                                        wire_layout* layout = nullptr);
 
 // The whole message in one buffer. Tensor payloads must be in host-readable memory.
-std::vector<std::uint8_t> encode(const message& msg);
+std::vector<std::uint8_t> encode(const message& msg, const manifest& spec);
 
 struct decoded_header {
   message_header header;
@@ -59,8 +67,8 @@ struct decoded_header {
 };
 
 // Verifies and checks the prefix and header found at the start of `bytes` (which may hold only
-// the header so far: `bytes.size() >= 4 + header length` is enough). Checks the tensor list
-// against `spec` and the announced total against limits.message_bytes_max.
+// the header so far: `bytes.size() >= wire_prefix_bytes + header length` is enough). Checks the
+// tensor list against `spec` and the announced total against limits.message_bytes_max.
 result<decoded_header> decode_header(std::span<const std::uint8_t> bytes, const manifest& spec,
                                      const decode_limits& limits = {});
 

@@ -30,10 +30,10 @@ using boost::system::error_code;
 
 // Counters every node keeps; the algorithm-specific fields stay 0 where they do not apply.
 struct node_stats {
-  std::uint64_t sent = 0;             // messages emitted
-  std::uint64_t received = 0;         // messages accepted by on_message
-  std::uint64_t refused = 0;          // on_message returned an error
-  std::uint64_t ignored = 0;          // valid but stale or duplicate (old running sum, ...)
+  std::uint64_t sent = 0;      // messages emitted
+  std::uint64_t received = 0;  // messages accepted by on_message
+  std::uint64_t refused = 0;   // on_message returned an error
+  std::uint64_t ignored = 0;   // valid but stale or duplicate (old running sum, ...)
   std::uint64_t local_updates = 0;
   // pairwise
   std::uint64_t exchanges_committed = 0;  // as proposer or responder
@@ -41,11 +41,11 @@ struct node_stats {
   std::uint64_t exchanges_timed_out = 0;  // our proposals aborted without an answer
   std::uint64_t exchanges_abandoned = 0;  // accepted, then the proposer's link went down
   // sync / exact
-  round_t round = 0;          // sync: completed mixing rounds. exact: completed epochs
-  std::uint32_t step = 0;     // exact: step within the current epoch
-  std::uint64_t stalls = 0;   // ticks spent waiting for a neighbour's value
+  round_t round = 0;                     // sync: completed mixing rounds. exact: completed epochs
+  std::uint32_t step = 0;                // exact: step within the current epoch
+  std::uint64_t stalls = 0;              // ticks spent waiting for a neighbour's value
   std::uint32_t max_staleness_used = 0;  // sync: largest (round - neighbour round) mixed in
-  std::uint64_t resent = 0;   // retransmissions (sync, exact, pairwise accepts)
+  std::uint64_t resent = 0;              // retransmissions (sync, exact, pairwise accepts)
 };
 
 class averaging_node {

@@ -12,7 +12,8 @@ namespace mws::gossip {
 class rng {
  public:
   explicit rng(std::uint64_t seed) noexcept {
-    for (auto& s : s_) s = splitmix64(seed);
+    for (auto& s : s_)
+      s = splitmix64(seed);
   }
 
   std::uint64_t next() noexcept {

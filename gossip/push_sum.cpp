@@ -1,0 +1,184 @@
+// Push-sum (Kempe et al. 2003) with running sums per directed link (Hadjicostis,
+// Dominguez-Garcia, Charalambous 2016), or plain push-sum for comparison.
+#include <cmath>
+
+#include "gossip/detail/assert.hpp"
+#include "gossip/detail/node_base.hpp"
+
+namespace mws::gossip::detail {
+namespace {
+
+class push_sum_node final : public node_base {
+ public:
+  push_sum_node(const config& cfg, model initial, gpu::backend& b, gpu::stream& s)
+      : node_base(cfg, std::move(initial), b, s),
+        out_(cfg_.peers.size()),
+        in_(cfg_.peers.size()),
+        order_(cfg_.peers.size()) {
+    MWS_ASSERT(cfg_.fanout >= 1 && cfg_.fanout <= cfg_.peers.size());
+  }
+
+  void start(time_us now_us, action_sink& out) override {
+    next_tick_us_ = std::max(now_us, cfg_.start_us);
+    out.arm_timer(next_tick_us_);
+  }
+
+  void on_tick(time_us now_us, action_sink& out) override {
+    if (now_us < next_tick_us_) return;
+    share(out);
+    // A late tick does not trigger a burst of catch-up shares.
+    next_tick_us_ = std::max(next_tick_us_ + cfg_.tick_interval_us, now_us + 1);
+    out.arm_timer(next_tick_us_);
+  }
+
+  error_code on_message(peer_id from, const message& msg, time_us /*now_us*/,
+                        action_sink& /*out*/) override {
+    const auto ec = receive(from, msg);
+    if (ec) ++stats_.refused;
+    return ec;
+  }
+
+  void on_link_up(peer_id peer, time_us, action_sink&) override {
+    if (auto i = peer_index(peer)) up_[*i] = true;
+  }
+  void on_link_down(peer_id peer, time_us, action_sink&) override {
+    if (auto i = peer_index(peer)) up_[*i] = false;
+  }
+
+ private:
+  struct out_link {
+    payload_ptr sigma;  // running sum of x sent on this link; null = zero
+    double sigma_w = 0.0;
+    std::uint64_t seq = 0;
+  };
+  struct in_link {
+    payload_ptr rho;  // the last running sum applied from this link; null = zero
+    double rho_w = 0.0;
+    std::uint64_t seq = 0;
+  };
+
+  error_code receive(peer_id from, const message& msg) {
+    const auto i = peer_index(from);
+    if (!i) return errc::not_a_peer;
+    const auto kind = msg.header.kind;
+    const auto expected =
+        cfg_.running_sums ? message_kind::push_sum_running : message_kind::push_sum_plain;
+    if (kind != expected) return errc::wrong_algorithm;
+    if (auto ec = check_payload(msg, true)) return ec;
+    if (!cfg_.running_sums) {
+      const set_term terms[] = {{msg.tensors.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+      model_.w += msg.header.weight;
+      ++stats_.received;
+      return {};
+    }
+    auto& link = in_[*i];
+    if (msg.header.seq <= link.seq) {  // older than what was applied: nothing new in it
+      ++stats_.ignored;
+      return {};
+    }
+    auto kept = keep(msg.tensors);
+    if (!kept) return kept.error();
+    // x += sigma - rho, the difference first: consecutive running sums are close, so it is
+    // exact (Sterbenz) and x is rounded once.
+    if (link.rho) {
+      const set_term terms[] = {
+          {msg.tensors.get(), 1.0f}, {link.rho.get(), -1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+    } else {
+      const set_term terms[] = {{msg.tensors.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+    }
+    model_.w += msg.header.weight - link.rho_w;
+    link.rho = std::move(*kept);
+    link.rho_w = msg.header.weight;
+    link.seq = msg.header.seq;
+    ++stats_.received;
+    return {};
+  }
+
+  void share(action_sink& out) {
+    // Choose `fanout` distinct live neighbours: a partial Fisher-Yates shuffle.
+    std::size_t live = 0;
+    for (std::size_t i = 0; i < up_.size(); ++i) {
+      if (up_[i]) order_[live++] = i;
+    }
+    const std::size_t targets = std::min<std::size_t>(cfg_.fanout, live);
+    for (std::size_t k = 0; k < targets; ++k) {
+      const auto r = k + static_cast<std::size_t>(rng_.below(live - k));
+      std::swap(order_[k], order_[r]);
+    }
+    for (std::size_t k = 0; k < targets; ++k) {
+      // Share k of f takes 1/(f+1-k) of what is left, so every target and the node itself end
+      // up with 1/(f+1) of the value at the start of the tick.
+      const double part = 1.0 / static_cast<double>(cfg_.fanout + 1 - k);
+      const auto j = order_[k];
+      auto ec = cfg_.running_sums ? send_running_sum(out, j, part) : send_plain(out, j, part);
+      MWS_ASSERT(!ec && "mixing with the node's own buffers cannot fail");
+    }
+  }
+
+  error_code send_running_sum(action_sink& out, std::size_t j, double part) {
+    auto& link = out_[j];
+    auto next = tensor_set::allocate(backend_, model_.spec);
+    if (!next) return errc::backend_failed;
+    const auto a = static_cast<float>(part);
+    if (link.sigma) {
+      const set_term grow[] = {{link.sigma.get(), 1.0f}, {&model_.x, a}};
+      if (auto ec = mix(*next, grow)) return ec;
+      // x -= (sigma_new - sigma_old): remove exactly what the rounded running sum gained, so
+      // no mass is made or lost by the rounding of sigma.
+      const set_term take[] = {{&*next, -1.0f}, {link.sigma.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, take)) return ec;
+    } else {
+      const set_term grow[] = {{&model_.x, a}};
+      if (auto ec = mix(*next, grow)) return ec;
+      const set_term take[] = {{&*next, -1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, take)) return ec;
+    }
+    const double w_share = model_.w * part;
+    const double sigma_w = link.sigma_w + w_share;
+    model_.w -= sigma_w - link.sigma_w;
+    link.sigma_w = sigma_w;
+    link.sigma = std::make_shared<const tensor_set>(std::move(*next));
+    message msg;
+    msg.header.kind = message_kind::push_sum_running;
+    msg.header.seq = ++link.seq;
+    msg.header.weight = link.sigma_w;
+    msg.tensors = link.sigma;
+    send(out, cfg_.peers[j], std::move(msg));
+    return {};
+  }
+
+  error_code send_plain(action_sink& out, std::size_t j, double part) {
+    auto share = tensor_set::allocate(backend_, model_.spec);
+    if (!share) return errc::backend_failed;
+    const set_term grow[] = {{&model_.x, static_cast<float>(part)}};
+    if (auto ec = mix(*share, grow)) return ec;
+    const set_term take[] = {{&*share, -1.0f}, {&model_.x, 1.0f}};
+    if (auto ec = mix(model_.x, take)) return ec;
+    const double w_share = model_.w * part;
+    model_.w -= w_share;
+    message msg;
+    msg.header.kind = message_kind::push_sum_plain;
+    msg.header.seq = ++out_[j].seq;
+    msg.header.weight = w_share;
+    msg.tensors = std::make_shared<const tensor_set>(std::move(*share));
+    send(out, cfg_.peers[j], std::move(msg));
+    return {};
+  }
+
+  std::vector<out_link> out_;
+  std::vector<in_link> in_;
+  std::vector<std::size_t> order_;
+  time_us next_tick_us_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<averaging_node> make_push_sum_node(const config& cfg, model m, gpu::backend& b,
+                                                   gpu::stream& s) {
+  return std::make_unique<push_sum_node>(cfg, std::move(m), b, s);
+}
+
+}  // namespace mws::gossip::detail
