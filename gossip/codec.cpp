@@ -52,6 +52,7 @@ void build_header(flatbuffers::FlatBufferBuilder& fbb, const message& msg, const
   h.add_step(msg.header.step);
   h.add_degree(msg.header.degree);
   h.add_weight(msg.header.weight);
+  h.add_ack(msg.header.ack);
   if (msg.tensors) h.add_tensors(list);
   fbb.Finish(h.Finish());
 }
@@ -164,6 +165,7 @@ result<decoded_header> decode_header(std::span<const std::uint8_t> bytes, const 
   out.header.step = h->step();
   out.header.degree = h->degree();
   out.header.weight = h->weight();
+  out.header.ack = h->ack();
 
   const auto kind = out.header.kind;
   if (!std::isfinite(out.header.weight)) return errc::bad_weight;

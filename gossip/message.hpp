@@ -16,7 +16,9 @@ namespace mws::gossip {
 enum class message_kind : std::uint8_t {
   // push_sum. seq: per-link sequence number (1, 2, ...). weight: the running sum of w sent on
   // this link (running sums), or the share of w (plain). Payload: the running sum of x sent on
-  // this link, or the share of x (plain).
+  // this link, or the share of x (plain). round: the frame of the running sum (the seq it is
+  // relative to, 0 = since the start). ack: the seq of the last running sum the sender of this
+  // message applied from its receiver (lets that one rebase its running sum; README.md).
   push_sum_running = 0,
   push_sum_plain = 1,
   // pairwise. seq: the exchange id, chosen by the proposer. Payload on propose and accept: the
@@ -56,6 +58,7 @@ struct message_header {
   std::uint32_t step = 0;
   std::uint32_t degree = 0;
   double weight = 0.0;
+  std::uint64_t ack = 0;
 };
 
 // Upper bounds the codec enforces on header counters.

@@ -40,6 +40,9 @@ struct node_stats {
   std::uint64_t exchanges_rejected = 0;   // our proposals refused by a busy peer
   std::uint64_t exchanges_timed_out = 0;  // our proposals aborted without an answer
   std::uint64_t exchanges_abandoned = 0;  // accepted, then the proposer's link went down
+  // 1 while this node, as responder, has accepted an exchange and waits for commit or abort.
+  // When no node of a mesh is locked, no exchange is half-applied: the mesh's mass is exact.
+  std::uint32_t locked = 0;
   // sync / exact
   round_t round = 0;                     // sync: completed mixing rounds. exact: completed epochs
   std::uint32_t step = 0;                // exact: step within the current epoch

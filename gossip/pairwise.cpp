@@ -46,6 +46,7 @@ class pairwise_node final : public node_base {
                         action_sink& out) override {
     const auto ec = receive(from, msg, now_us, out);
     if (ec) ++stats_.refused;
+    stats_.locked = role_ == role::locked ? 1 : 0;
     return ec;
   }
 
@@ -68,6 +69,7 @@ class pairwise_node final : public node_base {
       theirs_.reset();
       mine_.reset();
     }
+    stats_.locked = role_ == role::locked ? 1 : 0;
   }
 
  private:

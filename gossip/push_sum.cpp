@@ -1,5 +1,6 @@
 // Push-sum (Kempe et al. 2003) with running sums per directed link (Hadjicostis,
 // Dominguez-Garcia, Charalambous 2016), or plain push-sum for comparison.
+#include <algorithm>
 #include <cmath>
 
 #include "gossip/detail/assert.hpp"
@@ -47,14 +48,16 @@ class push_sum_node final : public node_base {
 
  private:
   struct out_link {
-    payload_ptr sigma;  // running sum of x sent on this link; null = zero
+    payload_ptr sigma;  // running sum of x sent on this link, in the current frame; null = zero
     double sigma_w = 0.0;
     std::uint64_t seq = 0;
+    std::uint64_t base = 0;  // frame: the seq our running sum is relative to
   };
   struct in_link {
-    payload_ptr rho;  // the last running sum applied from this link; null = zero
+    payload_ptr rho;  // the last running sum applied from this link, in its frame; null = zero
     double rho_w = 0.0;
     std::uint64_t seq = 0;
+    std::uint64_t base = 0;
   };
 
   error_code receive(peer_id from, const message& msg) {
@@ -73,9 +76,14 @@ class push_sum_node final : public node_base {
       return {};
     }
     auto& link = in_[*i];
+    if (msg.header.ack != 0) rebase_out(*i, msg.header.ack);
     if (msg.header.seq <= link.seq) {  // older than what was applied: nothing new in it
       ++stats_.ignored;
       return {};
+    }
+    if (msg.header.round != link.base) {
+      if (msg.header.round < link.base) return errc::out_of_range;
+      if (auto ec = rebase_in(link, msg.header.round)) return ec;
     }
     auto kept = keep(msg.tensors);
     if (!kept) return kept.error();
@@ -94,6 +102,30 @@ class push_sum_node final : public node_base {
     link.rho_w = msg.header.weight;
     link.seq = msg.header.seq;
     ++stats_.received;
+    return {};
+  }
+
+  // The receiver of out-link j acks our running sum `ack`. If that is the last one we sent, it
+  // has applied everything we ever sent on this link, so both sides can restart the running sum
+  // from zero (a new frame, named by `ack`) with no arithmetic and hence no rounding. This keeps
+  // running sums as small as a few shares instead of growing without bound, which would cost
+  // f32 precision. Acks of earlier sends are ignored: rebasing on them would need subtractions
+  // whose roundings the two sides could not match.
+  void rebase_out(std::size_t j, std::uint64_t ack) {
+    auto& link = out_[j];
+    if (ack != link.seq || ack == link.base) return;
+    link.sigma.reset();
+    link.sigma_w = 0.0;
+    link.base = ack;
+  }
+
+  // The sender restarted its running sum after our ack of `base`, which is the last running sum
+  // we applied (nothing newer existed when it restarted): ours restarts from zero too.
+  error_code rebase_in(in_link& link, std::uint64_t base) {
+    if (base != link.seq) return errc::out_of_range;
+    link.rho.reset();
+    link.rho_w = 0.0;
+    link.base = base;
     return {};
   }
 
@@ -144,10 +176,18 @@ class push_sum_node final : public node_base {
     message msg;
     msg.header.kind = message_kind::push_sum_running;
     msg.header.seq = ++link.seq;
+    msg.header.round = link.base;
     msg.header.weight = link.sigma_w;
+    msg.header.ack = ack_for(j);
     msg.tensors = link.sigma;
     send(out, cfg_.peers[j], std::move(msg));
     return {};
+  }
+
+  // The seq of the running sum last applied from j (0: none yet, or nothing new in this frame).
+  std::uint64_t ack_for(std::size_t j) const noexcept {
+    const auto& link = in_[j];
+    return link.seq == link.base ? 0 : link.seq;
   }
 
   error_code send_plain(action_sink& out, std::size_t j, double part) {
