@@ -40,6 +40,7 @@ class sync_node final : public node_base {
     next_tick_us_ = std::max(next_tick_us_ + cfg_.tick_interval_us, now_us + 1);
     out.arm_timer(next_tick_us_);
     if (!started_ || now_us - last_progress_us_ < cfg_.timeout_us) return;
+    if (cfg_.sync_rounds != 0 && round() >= cfg_.sync_rounds) return;
     // Stalled: re-send our current value to every neighbour we still wait for, flagged so that
     // the neighbour answers with its own value of our round (its earlier one may be lost).
     ++stats_.stalls;
@@ -132,6 +133,7 @@ class sync_node final : public node_base {
 
   void advance(time_us now_us, action_sink& out) {
     for (;;) {
+      if (cfg_.sync_rounds != 0 && round() >= cfg_.sync_rounds) return;
       // Every live neighbour must have a usable value.
       std::uint32_t degree = 0;
       for (std::size_t j = 0; j < nbrs_.size(); ++j) {

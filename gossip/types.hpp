@@ -68,6 +68,7 @@ struct config {
   std::uint32_t fanout = 1;        // push_sum: peers per tick (share 1/(fanout+1) each)
   bool running_sums = true;        // push_sum: false = plain push-sum (drifts under loss)
   std::uint32_t staleness = 0;     // sync: bound s (0 = bulk-synchronous)
+  round_t sync_rounds = 0;         // sync: stop after this many rounds; 0 = forever
   std::uint32_t exact_epochs = 1;  // exact: epochs to run (each reaches the mean); 0 = forever
   time_us epoch_interval_us = 0;   // exact: earliest start of epoch e+1 after start of epoch e
   std::uint64_t seed = 0;          // the node's private random stream
