@@ -13,6 +13,7 @@ class pairwise_node final : public node_base {
   pairwise_node(const config& cfg, model initial, gpu::backend& b, gpu::stream& s)
       : node_base(cfg, std::move(initial), b, s),
         committed_(cfg_.peers.size(), 0),
+        seen_(cfg_.peers.size(), 0),
         live_(cfg_.peers.size()) {}
 
   void start(time_us now_us, action_sink& out) override {
@@ -93,10 +94,15 @@ class pairwise_node final : public node_base {
           send_accept(out);
           return {};
         }
+        if (e <= seen_[*i]) {  // a delayed or duplicated proposal we already handled
+          ++stats_.ignored;
+          return {};
+        }
         if (role_ != role::idle) {
           send_control(out, *i, message_kind::pairwise_reject, e);
           return {};
         }
+        seen_[*i] = e;
         return lock(*i, e, msg, now_us, out);
       case message_kind::pairwise_accept:
         if (role_ == role::proposing && current) return commit_as_proposer(msg, out);
@@ -229,6 +235,10 @@ class pairwise_node final : public node_base {
   // Per peer: the last exchange we proposed to it and committed. A responder waiting on an
   // older exchange cannot exist (it would have refused our later proposal), so one id suffices.
   std::vector<std::uint64_t> committed_;
+  // Per peer: the newest exchange it proposed that we locked on. Proposers number exchanges in
+  // increasing order, so an older or equal id is a delayed or duplicated proposal: locking on it
+  // again would apply the exchange twice.
+  std::vector<std::uint64_t> seen_;
   std::vector<std::size_t> live_;
   time_us next_tick_us_ = 0;
 };
