@@ -56,7 +56,8 @@ class batched_sync {
   std::vector<std::uint32_t> offsets_;
   std::vector<node_id> columns_;
   std::vector<float> weights_;
-  std::vector<float> x_, y_;
+  std::vector<float> x_;  // all blocks
+  std::vector<float> y_;  // one scratch block
 };
 
 namespace detail {

@@ -169,8 +169,13 @@ void event_simulation::on_send(node_id from, gossip::peer_id to, gossip::message
   } else {
     bytes = gossip::wire_size(msg, manifest_);
   }
+  if (msg.header.kind == gossip::message_kind::push_sum_running)
+    running_[(static_cast<std::uint64_t>(from) << 32) | to.value].sent = msg;
   net_.send(engine_.now_us(), from, to.value, bytes, net_rng_, arrivals_);
   if (arrivals_.empty()) return;
+  if (msg.header.kind == gossip::message_kind::push_sum_plain)
+    for (std::size_t k = 0; k < arrivals_.size(); ++k)
+      account_plain(msg, 1.0);
   const std::uint64_t dig = digest(msg);
   if (!scenario_.wire_faithful) f.msg = std::move(msg);
   for (std::size_t k = 0; k < arrivals_.size(); ++k) {
@@ -235,20 +240,26 @@ void event_simulation::dispatch(const event& e) {
       in_flight f = std::move(flights_[e.arg]);
       flights_[e.arg] = {};
       free_flights_.push_back(e.arg);
-      if (net_.down(e.dst)) break;
-      sink out(*this, e.dst);
-      error_code ec;
       if (f.wire) {
         auto decoded = gossip::decode(*f.wire, manifest_, f.wire);
         if (!decoded) {
           ++refused_;
           break;
         }
-        ec = nodes_[e.dst]->on_message({e.src}, *decoded, now, out);
-      } else {
-        ec = nodes_[e.dst]->on_message({e.src}, f.msg, now, out);
+        f.msg = std::move(*decoded);
       }
+      if (f.msg.header.kind == gossip::message_kind::push_sum_plain) account_plain(f.msg, -1.0);
+      if (net_.down(e.dst)) break;
+      sink out(*this, e.dst);
+      const error_code ec = nodes_[e.dst]->on_message({e.src}, f.msg, now, out);
       if (ec) ++refused_;
+      if (!ec && f.msg.header.kind == gossip::message_kind::push_sum_running) {
+        auto& link = running_[(static_cast<std::uint64_t>(e.src) << 32) | e.dst];
+        if (f.msg.header.seq > link.applied_seq) {
+          link.applied_seq = f.msg.header.seq;
+          link.applied = f.msg;
+        }
+      }
       check_staleness(e.dst);
       break;
     }
@@ -292,6 +303,14 @@ void event_simulation::dispatch(const event& e) {
   }
 }
 
+void event_simulation::account_plain(const gossip::message& m, double sign) {
+  if (plain_x_.empty()) plain_x_.assign(scenario_.params, 0.0);
+  const float* x = host_floats((*m.tensors)[0]);
+  for (std::size_t k = 0; k < scenario_.params; ++k)
+    plain_x_[k] += sign * static_cast<double>(x[k]);
+  plain_w_ += sign * m.header.weight;
+}
+
 bool event_simulation::step() {
   if (step_ >= scenario_.steps) return false;
   ++step_;
@@ -302,7 +321,7 @@ bool event_simulation::step() {
     for (node_id i = 0; i < graph_.size(); ++i) {
       if (net_.down(i)) continue;
       const auto z = estimate(i);
-      workload_->update(i, z, nodes_[i]->state().w, delta);
+      workload_->update(i, z, nodes_[i]->state().w, delta);  // scaled by w: moves x/w
       const auto ec = nodes_[i]->apply_local_update(std::span(&dv, 1), 0.0, now);
       MWS_SIM_ASSERT(!ec);
       for (std::size_t k = 0; k < scenario_.params; ++k)
@@ -384,6 +403,24 @@ sample event_simulation::measure() const {
         s.round_gap = std::max<std::uint64_t>(s.round_gap, ri > rj ? ri - rj : rj - ri);
       }
     }
+  }
+  // Mass in flight belongs to the mesh: it is on its way, not lost.
+  for (const auto& [key, link] : running_) {
+    if (!link.sent.tensors) continue;
+    const float* sent = host_floats((*link.sent.tensors)[0]);
+    // The running sum restarts from zero in a new frame (header.round) once the receiver has
+    // acknowledged everything of the old one; an applied sum of an older frame is all applied.
+    const bool same_frame =
+        link.applied.tensors && link.applied.header.round == link.sent.header.round;
+    const float* applied = same_frame ? host_floats((*link.applied.tensors)[0]) : nullptr;
+    for (std::size_t k = 0; k < p; ++k)
+      xsum[k] += static_cast<double>(sent[k]) - (applied ? static_cast<double>(applied[k]) : 0.0);
+    wsum += link.sent.header.weight - (same_frame ? link.applied.header.weight : 0.0);
+  }
+  if (!plain_x_.empty()) {
+    for (std::size_t k = 0; k < p; ++k)
+      xsum[k] += plain_x_[k];
+    wsum += plain_w_;
   }
   double drift = 0.0;
   for (std::size_t k = 0; k < p; ++k)

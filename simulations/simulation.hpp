@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -80,6 +81,18 @@ class event_simulation {
   engine engine_;
   network net_;
   rng net_rng_;
+  // Mass in flight, so that the drift counts only mass created or destroyed. Running sums: per
+  // directed link, the latest sum sent and the latest one the receiver applied (std::map: the
+  // metrics sum in a fixed order). Plain push-sum: the shares scheduled but not yet delivered.
+  struct link_sums {
+    gossip::message sent;
+    gossip::message applied;
+    std::uint64_t applied_seq = 0;
+  };
+  std::map<std::uint64_t, link_sums> running_;
+  std::vector<double> plain_x_;
+  double plain_w_ = 0.0;
+  void account_plain(const gossip::message& m, double sign);
   std::vector<in_flight> flights_;
   std::vector<std::uint64_t> free_flights_;
   std::vector<sim_time_us> arrivals_;

@@ -52,9 +52,11 @@ double workload::margin(node_id i, std::size_t s, std::span<const double> z) con
 void workload::update(node_id i, std::span<const double> z, double w, std::span<float> out) {
   MWS_SIM_ASSERT(z.size() == p_ && out.size() == p_);
   if (spec_.kind == workload_kind::tracking) {
+    // The app moves its estimate x/w by delta, so x moves by w * delta (a plain x += delta on a
+    // push-sum node whose w is momentarily small would move its estimate by delta / w).
     rng& r = random_;
     for (auto& v : out)
-      v = static_cast<float>(r.uniform(-spec_.update_scale, spec_.update_scale));
+      v = static_cast<float>(w * r.uniform(-spec_.update_scale, spec_.update_scale));
     return;
   }
   const std::size_t m = spec_.samples_per_node;
