@@ -336,7 +336,12 @@ TEST_CASE("codec: a decoded borrowed payload is copied by the node that keeps it
   config cfg;
   cfg.self = {1};
   cfg.peers = {{2}};
-  auto node = make_node(cfg, model::create(*f.backend, spec).value(), *f.backend, *stream);
+  auto zero = model::create(*f.backend, spec).value();  // contents start uninitialised
+  for (std::size_t t = 0; t < spec.size(); ++t) {
+    for (std::size_t k = 0; k < spec[t].numel; ++k)
+      set_element(zero.x, t, k, 0.0f);
+  }
+  auto node = make_node(cfg, std::move(zero), *f.backend, *stream);
   auto bytes = encode(f.data_message(), spec);
   auto msg = decode(bytes, spec);  // no keep-alive: borrowed
   REQUIRE(msg.has_value());
