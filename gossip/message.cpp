@@ -22,6 +22,8 @@ std::string_view to_string(message_kind k) noexcept {
       return "sync_value";
     case message_kind::exact_value:
       return "exact_value";
+    case message_kind::push_sum_ack:
+      return "push_sum_ack";
   }
   return "?";
 }

@@ -34,8 +34,12 @@ enum class message_kind : std::uint8_t {
   // exact. round: the epoch; step: the step of the schedule (see exact.hpp); payload and
   // weight: the sender's x and w entering that step.
   exact_value = 8,
+  // push_sum with running sums: "I applied your running sum `seq` of frame `round`", sent right
+  // after applying one (and again for a duplicate), so that the sender can restart its running
+  // sum from zero (README.md). No payload.
+  push_sum_ack = 9,
 };
-inline constexpr std::uint8_t message_kind_count = 9;
+inline constexpr std::uint8_t message_kind_count = 10;
 
 std::string_view to_string(message_kind k) noexcept;
 
@@ -45,6 +49,7 @@ constexpr bool carries_tensors(message_kind k) noexcept {
     case message_kind::pairwise_reject:
     case message_kind::pairwise_commit:
     case message_kind::pairwise_abort:
+    case message_kind::push_sum_ack:
       return false;
     default:
       return true;

@@ -33,8 +33,8 @@ class push_sum_node final : public node_base {
   }
 
   error_code on_message(peer_id from, const message& msg, time_us /*now_us*/,
-                        action_sink& /*out*/) override {
-    const auto ec = receive(from, msg);
+                        action_sink& out) override {
+    const auto ec = receive(from, msg, out);
     if (ec) ++stats_.refused;
     return ec;
   }
@@ -60,12 +60,26 @@ class push_sum_node final : public node_base {
     std::uint64_t base = 0;
   };
 
-  error_code receive(peer_id from, const message& msg) {
+  void send_ack(action_sink& out, std::size_t i) {
+    message ack;
+    ack.header.kind = message_kind::push_sum_ack;
+    ack.header.seq = in_[i].seq;
+    ack.header.round = in_[i].base;
+    send(out, cfg_.peers[i], std::move(ack));
+  }
+
+  error_code receive(peer_id from, const message& msg, action_sink& out) {
     const auto i = peer_index(from);
     if (!i) return errc::not_a_peer;
     const auto kind = msg.header.kind;
     const auto expected =
         cfg_.running_sums ? message_kind::push_sum_running : message_kind::push_sum_plain;
+    if (kind == message_kind::push_sum_ack && cfg_.running_sums) {
+      if (auto ec = check_payload(msg, false)) return ec;
+      ++stats_.received;
+      rebase_out(*i, msg.header.seq);
+      return {};
+    }
     if (kind != expected) return errc::wrong_algorithm;
     if (auto ec = check_payload(msg, true)) return ec;
     if (!cfg_.running_sums) {
@@ -79,6 +93,8 @@ class push_sum_node final : public node_base {
     if (msg.header.ack != 0) rebase_out(*i, msg.header.ack);
     if (msg.header.seq <= link.seq) {  // older than what was applied: nothing new in it
       ++stats_.ignored;
+      // A repeat of the last one: our ack may have been lost.
+      if (msg.header.seq == link.seq && msg.header.round == link.base) send_ack(out, *i);
       return {};
     }
     if (msg.header.round != link.base) {
@@ -102,6 +118,7 @@ class push_sum_node final : public node_base {
     link.rho_w = msg.header.weight;
     link.seq = msg.header.seq;
     ++stats_.received;
+    send_ack(out, *i);
     return {};
   }
 

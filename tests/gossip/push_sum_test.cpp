@@ -200,6 +200,53 @@ TEST_CASE("push-sum ignores an older or repeated running sum") {
   CHECK(node->state().w == 2.5);
 }
 
+TEST_CASE("push-sum acks what it applied, and restarts its running sum on an ack of its last") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.self = {1};
+  cfg.peers = {{2}};
+  auto m = model::create(*backend, one_tensor(1)).value();
+  floats(m.x)[0] = 8.0f;
+  auto node = make_node(cfg, std::move(m), *backend, *stream);
+  recording_sink out;
+  node->start(0, out);
+  node->on_tick(0, out);  // sends running sum 1 (= 4) to peer 2, keeps 4
+  REQUIRE(out.actions.back().what == action::type::timer);
+  const auto& first = out.actions[out.actions.size() - 2].msg;
+  CHECK(first.header.kind == message_kind::push_sum_running);
+  CHECK(first.header.seq == 1);
+  CHECK(floats(*first.tensors)[0] == 4.0f);
+  // Peer 2 acks seq 1: the next running sum starts from zero in frame 1.
+  message ack{{message_kind::push_sum_ack, 1, 0, 0, 0, 0.0}, nullptr};
+  REQUIRE(!node->on_message({2}, ack, 10, out));
+  out.actions.clear();
+  node->on_tick(1000, out);
+  const auto& second = out.actions.front().msg;
+  CHECK(second.header.seq == 2);
+  CHECK(second.header.round == 1);
+  CHECK(floats(*second.tensors)[0] == 2.0f);  // half of the 4 left, not 4 + 2
+  CHECK(second.header.weight == 0.25);
+  // Receiving a running sum from peer 2 answers with an ack of it.
+  out.actions.clear();
+  auto p = tensor_set::allocate(*backend, one_tensor(1)).value();
+  floats(p)[0] = 1.0f;
+  message in{{message_kind::push_sum_running, 1, 0, 0, 0, 0.5},
+             std::make_shared<const tensor_set>(std::move(p))};
+  REQUIRE(!node->on_message({2}, in, 20, out));
+  REQUIRE(out.actions.size() == 1);
+  CHECK(out.actions[0].msg.header.kind == message_kind::push_sum_ack);
+  CHECK(out.actions[0].msg.header.seq == 1);
+  // A stale ack (not of our last send) changes nothing.
+  message stale{{message_kind::push_sum_ack, 1, 0, 0, 0, 0.0}, nullptr};
+  REQUIRE(!node->on_message({2}, stale, 30, out));
+  out.actions.clear();
+  node->on_tick(2000, out);
+  CHECK(out.actions.front().msg.header.seq == 3);
+  CHECK(out.actions.front().msg.header.round == 1);  // same frame: the sum grows, 2 + 3/2
+  CHECK(floats(*out.actions.front().msg.tensors)[0] == 3.5f);
+}
+
 TEST_CASE("push-sum refuses strangers, foreign kinds and payloads off the manifest") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();
