@@ -26,7 +26,7 @@ class push_sum_node final : public node_base {
 
   void on_tick(time_us now_us, action_sink& out) override {
     if (now_us < next_tick_us_) return;
-    share(out);
+    share(now_us, out);
     // A late tick does not trigger a burst of catch-up shares.
     next_tick_us_ = std::max(next_tick_us_ + cfg_.tick_interval_us, now_us + 1);
     out.arm_timer(next_tick_us_);
@@ -52,6 +52,7 @@ class push_sum_node final : public node_base {
     double sigma_w = 0.0;
     std::uint64_t seq = 0;
     std::uint64_t base = 0;  // frame: the seq our running sum is relative to
+    time_us sent_us = 0;     // when the last running sum went out
   };
   struct in_link {
     payload_ptr rho;  // the last running sum applied from this link, in its frame; null = zero
@@ -146,15 +147,26 @@ class push_sum_node final : public node_base {
     return {};
   }
 
-  void share(action_sink& out) {
-    // Choose `fanout` distinct live neighbours: a partial Fisher-Yates shuffle.
-    std::size_t live = 0;
+  void share(time_us now_us, action_sink& out) {
+    // Choose `fanout` distinct live neighbours at random, preferring links whose receiver has
+    // acked our last running sum (so the next one starts from zero and stays small: README.md,
+    // precision). A link still waiting for its ack is chosen only when too few others are
+    // ready, or once timeout_us has passed since its last send (its ack was probably lost; the
+    // new send repairs that), so no link starves.
+    std::size_t ready = 0, live = 0;
     for (std::size_t i = 0; i < up_.size(); ++i) {
-      if (up_[i]) order_[live++] = i;
+      if (!up_[i]) continue;
+      const auto& link = out_[i];
+      const bool acked =
+          !cfg_.running_sums || !link.sigma || now_us - link.sent_us >= cfg_.timeout_us;
+      order_[live++] = i;
+      if (acked) std::swap(order_[ready++], order_[live - 1]);
     }
     const std::size_t targets = std::min<std::size_t>(cfg_.fanout, live);
     for (std::size_t k = 0; k < targets; ++k) {
-      const auto r = k + static_cast<std::size_t>(rng_.below(live - k));
+      // Draw from the ready links while there are any left, then from the rest.
+      const std::size_t lo = k, hi = k < ready ? ready : live;
+      const auto r = lo + static_cast<std::size_t>(rng_.below(hi - lo));
       std::swap(order_[k], order_[r]);
     }
     for (std::size_t k = 0; k < targets; ++k) {
@@ -162,12 +174,13 @@ class push_sum_node final : public node_base {
       // up with 1/(f+1) of the value at the start of the tick.
       const double part = 1.0 / static_cast<double>(cfg_.fanout + 1 - k);
       const auto j = order_[k];
-      auto ec = cfg_.running_sums ? send_running_sum(out, j, part) : send_plain(out, j, part);
+      auto ec =
+          cfg_.running_sums ? send_running_sum(now_us, out, j, part) : send_plain(out, j, part);
       MWS_ASSERT(!ec && "mixing with the node's own buffers cannot fail");
     }
   }
 
-  error_code send_running_sum(action_sink& out, std::size_t j, double part) {
+  error_code send_running_sum(time_us now_us, action_sink& out, std::size_t j, double part) {
     auto& link = out_[j];
     auto next = tensor_set::allocate(backend_, model_.spec);
     if (!next) return errc::backend_failed;
@@ -190,6 +203,7 @@ class push_sum_node final : public node_base {
     model_.w -= sigma_w - link.sigma_w;
     link.sigma_w = sigma_w;
     link.sigma = std::make_shared<const tensor_set>(std::move(*next));
+    link.sent_us = now_us;
     message msg;
     msg.header.kind = message_kind::push_sum_running;
     msg.header.seq = ++link.seq;
