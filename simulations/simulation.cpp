@@ -371,10 +371,14 @@ sample event_simulation::measure() const {
   if (inj_max == 0.0) inj_max = 1.0;
   std::vector<double> mean(p, 0.0), xsum(p, 0.0);
   double wsum = 0.0, rounds = 0.0;
+  // A node with w = 0 (exact mode's extra members between handing over their mass and getting
+  // their share back) holds no estimate; it counts for mass only.
+  std::uint32_t estimating = 0;
   for (node_id i = 0; i < n; ++i) {
     const auto& st = nodes_[i]->state();
     const float* x = host_floats(st.x[0]);
-    const double inv_w = 1.0 / st.w;
+    const double inv_w = st.w > 0.0 ? 1.0 / st.w : 0.0;
+    if (st.w > 0.0) ++estimating;
     for (std::size_t k = 0; k < p; ++k) {
       const auto v = static_cast<double>(x[k]);
       xsum[k] += v;
@@ -385,10 +389,11 @@ sample event_simulation::measure() const {
     s.staleness_used = std::max(s.staleness_used, nodes_[i]->stats().max_staleness_used);
   }
   for (auto& m : mean)
-    m /= n;
+    m /= std::max<std::uint32_t>(estimating, 1);
   double sq = 0.0, err = 0.0;
   for (node_id i = 0; i < n; ++i) {
     const auto& st = nodes_[i]->state();
+    if (!(st.w > 0.0)) continue;
     const float* x = host_floats(st.x[0]);
     const double inv_w = 1.0 / st.w;
     for (std::size_t k = 0; k < p; ++k) {
@@ -426,7 +431,7 @@ sample event_simulation::measure() const {
   for (std::size_t k = 0; k < p; ++k)
     drift = std::max(drift, std::abs(xsum[k] - injected_x_[k]));
   s.round_mean = rounds / n;
-  s.distance_rms = std::sqrt(sq / n);
+  s.distance_rms = std::sqrt(sq / std::max<std::uint32_t>(estimating, 1));
   s.max_relative_error = err / mu_max;
   s.mass_drift_x = drift / inj_max;
   s.mass_drift_w = std::abs(wsum - injected_w_) / injected_w_;

@@ -55,17 +55,23 @@ result<bool> in_range(const char* name, std::int64_t v, std::int64_t lo, std::in
   return true;
 }
 
-void progress_bar(std::uint64_t step, std::uint64_t steps) {
-  static int shown = -1;  // one bar per process: mws-sim runs one scenario
-  const int pct = static_cast<int>(100 * step / std::max<std::uint64_t>(steps, 1));
-  if (pct == shown) return;
-  shown = pct;
-  const int width = 40, filled = pct * width / 100;
-  std::fprintf(stderr, "\r[%.*s%*s] %3d%% step %" PRIu64 "/%" PRIu64, filled,
-               "########################################", width - filled, "", pct, step, steps);
-  if (step >= steps) std::fputc('\n', stderr);
-  std::fflush(stderr);
-}
+// Redraws a one-line bar on stderr when the percentage changes.
+class progress_bar {
+ public:
+  void operator()(std::uint64_t step, std::uint64_t steps) {
+    const int pct = static_cast<int>(100 * step / std::max<std::uint64_t>(steps, 1));
+    if (pct == shown_) return;
+    shown_ = pct;
+    const int width = 40, filled = pct * width / 100;
+    std::fprintf(stderr, "\r[%.*s%*s] %3d%% step %" PRIu64 "/%" PRIu64, filled,
+                 "########################################", width - filled, "", pct, step, steps);
+    if (step >= steps) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  int shown_ = -1;
+};
 
 void print_summary(const run_summary& r) {
   std::printf("\nmws-sim: %s mode, %s on %s, %u nodes x %zu params, %s workload, seed %" PRIu64
@@ -325,7 +331,7 @@ int main(int argc, char** argv) {
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   result<batched_output> out = fail(errc::bad_scenario, "not run");
   try {
-    out = run_scenario(s, show_progress ? progress_fn(progress_bar) : progress_fn());
+    out = run_scenario(s, show_progress ? progress_fn(progress_bar{}) : progress_fn());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "mws-sim: out of memory (reduce --nodes or --params)\n");
     return 2;
