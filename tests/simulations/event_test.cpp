@@ -337,7 +337,8 @@ TEST_CASE("pairwise gossip converges under loss and duplication and keeps its ma
   CHECK(r.last.distance_rms < 1e-2 * sim->series().front().distance_rms);
   // Exchanges under way at the last sample are half-applied; everything else is exact.
   bool locked = false;
-  for (node_id i = 0; i < sim->nodes(); ++i) locked = locked || sim->node(i).stats().locked != 0;
+  for (node_id i = 0; i < sim->nodes(); ++i)
+    locked = locked || sim->node(i).stats().locked != 0;
   CHECK(r.last.mass_drift_x < (locked ? 1e-3 : 1e-6));
 }
 
