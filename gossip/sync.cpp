@@ -63,6 +63,7 @@ class sync_node final : public node_base {
     const auto j = peer_index(peer);
     if (!j || up_[*j]) return;
     up_[*j] = true;
+    nbrs_[*j].rejoined = true;
     if (started_) send_value(out, *j, history_.back(), true);
   }
 
@@ -77,19 +78,28 @@ class sync_node final : public node_base {
   struct neighbour {
     std::uint32_t degree = 0;        // 0 until its first value arrives
     std::deque<round_value> values;  // by increasing round
+    bool rejoined = false;           // its link came back up and we have not caught up with it yet
   };
 
   round_t round() const noexcept { return stats_.round; }
 
   // The freshest value of neighbour j not newer than our round, if within the staleness bound.
+  // After a link comes back up the neighbour may be far ahead, no longer keeping the rounds we
+  // are at (it ran on while we were cut off); until we are back within the bound, its oldest
+  // value ahead of us stands in, so that we catch up while it waits for us.
   const round_value* usable_value(std::size_t j) const noexcept {
     const auto& vs = nbrs_[j].values;
     const round_value* best = nullptr;
     for (const auto& v : vs) {
       if (v.round <= round()) best = &v;
     }
-    if (!best || best->round + cfg_.staleness < round()) return nullptr;
-    return best;
+    if (best && best->round + cfg_.staleness >= round()) return best;
+    if (nbrs_[j].rejoined) {
+      for (const auto& v : vs) {
+        if (v.round > round()) return &v;
+      }
+    }
+    return nullptr;
   }
   bool usable(std::size_t j) const noexcept { return usable_value(j) != nullptr; }
 
@@ -115,15 +125,21 @@ class sync_node final : public node_base {
     }
     const bool known = std::any_of(n.values.begin(), n.values.end(),
                                    [q](const round_value& v) { return v.round == q; });
-    // Older than anything we can still use, or further ahead than the bound allows: drop.
+    // Older than anything we can still use: drop.
     const bool too_old = q + cfg_.staleness + 1 < round();
-    const bool too_new = q > round() + cfg_.staleness + 2;
-    if (known || too_old || too_new) {
+    if (known || too_old) {
       ++stats_.ignored;
       return {};
     }
     auto kept = keep(msg.tensors);
     if (!kept) return kept.error();
+    // Further ahead than the bound allows (only after a healed partition): keep just the
+    // newest such value, so that what a neighbour can make us store stays bounded.
+    const round_t far = round() + cfg_.staleness + 2;
+    if (q > far) {
+      while (!n.values.empty() && n.values.back().round > far)
+        n.values.pop_back();
+    }
     auto at = std::find_if(n.values.begin(), n.values.end(),
                            [q](const round_value& v) { return v.round > q; });
     n.values.insert(at, round_value{q, std::move(*kept), msg.header.weight});
@@ -141,9 +157,9 @@ class sync_node final : public node_base {
         if (!usable(j)) return;
         ++degree;
       }
+      if (degree == 0) return;  // cut off from every neighbour: no rounds alone
       mix_round();
       last_progress_us_ = now_us;
-      (void)degree;
       auto snap = snapshot(model_.x);
       MWS_ASSERT(snap.has_value());
       history_.push_back({round(), std::move(*snap), model_.w});
@@ -170,12 +186,15 @@ class sync_node final : public node_base {
     for (std::size_t j = 0; j < nbrs_.size(); ++j) {
       if (!up_[j]) continue;
       const auto* v = usable_value(j);
+      if (v->round <= round()) nbrs_[j].rejoined = false;  // back within the bound
       const double w_ij = metropolis_hastings_weight(d_i, nbrs_[j].degree);
       const auto a = static_cast<float>(w_ij);
       terms_.push_back({v->x.get(), a});
       self_out += a;
       w_delta += w_ij * (v->w - own.w);
-      staleness = std::max(staleness, static_cast<std::uint32_t>(round() - v->round));
+      if (v->round <= round()) {
+        staleness = std::max(staleness, static_cast<std::uint32_t>(round() - v->round));
+      }
     }
     terms_[1].a = -self_out;
     const auto ec = mix(model_.x, terms_);

@@ -4,6 +4,7 @@
 // wire-faithful mode does.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -68,6 +69,10 @@ class driver {
       queue_.pop();
       now_us_ = ev.at_us;
       auto& n = *nodes_[ev.node];
+      if (ev.msg && is_down(index_of(ev.from), ev.node)) {
+        ++dropped;
+        continue;
+      }
       if (ev.msg) {
         const auto ec = n.on_message(ev.from, *ev.msg, now_us_, *sinks_[ev.node]);
         if (ec) ++refused;
@@ -81,9 +86,21 @@ class driver {
     now_us_ = std::max(now_us_, until_us);
   }
 
+  // Cuts (or restores) the link between nodes a and b: both are told, and messages between
+  // them are dropped while it is down (also those already in flight when they arrive).
   void link_down(std::size_t a, std::size_t b) {
+    down_.emplace_back(std::min(a, b), std::max(a, b));
     nodes_[a]->on_link_down(ids_[b], now_us_, *sinks_[a]);
     nodes_[b]->on_link_down(ids_[a], now_us_, *sinks_[b]);
+  }
+  void link_up(std::size_t a, std::size_t b) {
+    std::erase(down_, std::pair{std::min(a, b), std::max(a, b)});
+    nodes_[a]->on_link_up(ids_[b], now_us_, *sinks_[a]);
+    nodes_[b]->on_link_up(ids_[a], now_us_, *sinks_[b]);
+  }
+  bool is_down(std::size_t a, std::size_t b) const {
+    return std::find(down_.begin(), down_.end(), std::pair{std::min(a, b), std::max(a, b)}) !=
+           down_.end();
   }
 
   averaging_node& node(std::size_t i) { return *nodes_[i]; }
@@ -138,6 +155,10 @@ class driver {
     ++sent;
     const std::size_t dst = index_of(to);
     if (dst == ids_.size()) return;
+    if (is_down(from, dst)) {
+      ++dropped;
+      return;
+    }
     if (rng_.unit() < net_.loss) {
       ++dropped;
       return;
@@ -167,6 +188,7 @@ class driver {
   network net_;
   rng rng_;
   std::vector<peer_id> ids_;
+  std::vector<std::pair<std::size_t, std::size_t>> down_;
   std::vector<std::unique_ptr<averaging_node>> nodes_;
   std::vector<std::unique_ptr<sink>> sinks_;
   std::priority_queue<event, std::vector<event>, std::greater<>> queue_;

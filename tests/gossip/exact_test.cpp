@@ -196,6 +196,24 @@ TEST_CASE("exact mode runs further epochs and keeps local updates made in betwee
   }
 }
 
+TEST_CASE("exact mode stalls, and counts it, while a partner's link is down; resumes after") {
+  auto backend = gpu::make_cpu_backend();
+  exact_setup s;
+  s.n = 8;
+  auto d = run_exact(*backend, s);
+  const auto exact = exact_means(*d, s.spec);
+  d->link_down(0, 1);  // partners at step 1
+  d->start();
+  d->run(40'000);
+  CHECK(!all_done(*d));
+  CHECK(d->node(0).stats().stalls > 0);
+  CHECK(d->node(0).stats().round == 0);
+  d->link_up(0, 1);
+  d->run(200'000, [&] { return all_done(*d); });
+  REQUIRE(all_done(*d));
+  check_exact_result(*d, exact, s.spec, 3 * 0x1p-24);
+}
+
 TEST_CASE("exact mode refuses a value from a member that is not its partner at that step") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();

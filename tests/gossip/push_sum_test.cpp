@@ -202,6 +202,39 @@ TEST_CASE("push-sum in wire-faithful mode averages a model of mixed dtypes") {
   CHECK(max_relative_error(d, exact[2], 2) < 1e-1);
 }
 
+TEST_CASE("push-sum keeps mass across links that go down and come back") {
+  auto backend = gpu::make_cpu_backend();
+  driver d(*backend, lossy, 21);
+  constexpr std::size_t n = 8;
+  for (std::size_t i = 0; i < n; ++i) {
+    config cfg;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.peers = hypercube_neighbours(n, i);
+    cfg.seed = 70 + i;
+    d.add(cfg, one_tensor(3), [&](model& m) {
+      for (auto& v : floats(m.x))
+        v = static_cast<float>(i + 1);
+    });
+  }
+  const auto exact = ratio(total_mass(d));
+  d.start();
+  d.run(20'000);
+  d.link_down(0, 1);
+  d.link_down(2, 6);
+  d.run(60'000);
+  const auto quiet = d.dropped;
+  d.link_up(0, 1);
+  d.run(100'000);
+  d.link_up(2, 6);
+  d.run(300'000);
+  d.net() = network{};
+  d.run(340'500);
+  CHECK(quiet > 0);
+  const auto total = total_mass(d);
+  CHECK(total.w == doctest::Approx(static_cast<double>(n)).epsilon(1e-12));
+  CHECK(max_relative_error(d, exact) < 1e-6);
+}
+
 TEST_CASE("push-sum ignores an older or repeated running sum") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();

@@ -109,6 +109,77 @@ TEST_CASE("sync keeps going through 20% loss and duplication, within its bound")
   }
 }
 
+TEST_CASE("sync drops a neighbour whose link is down from the barrier, and takes it back") {
+  auto backend = gpu::make_cpu_backend();
+  driver d(*backend, jittery, 4);
+  constexpr std::size_t n = 8;
+  for (std::size_t i = 0; i < n; ++i) {
+    config cfg;
+    cfg.algo = algorithm::sync;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.peers = ring_neighbours(n, i);
+    cfg.timeout_us = 3000;
+    d.add(cfg, one_tensor(2), [&](model& m) {
+      for (auto& v : floats(m.x))
+        v = static_cast<float>(i);
+    });
+  }
+  d.start();
+  d.run(50'000);
+  d.link_down(0, 1);  // the ring becomes a path; nobody waits for the lost link
+  const auto before = d.node(0).stats().round;
+  d.run(150'000);
+  CHECK(d.node(0).stats().round > before + 5);
+  CHECK(d.node(1).stats().round > before + 5);
+  d.link_up(0, 1);
+  const auto rejoined = d.node(1).stats().round;
+  d.run(300'000);
+  CHECK(d.node(1).stats().round > rejoined + 5);
+  for (std::size_t i = 0; i < n; ++i)
+    CHECK(d.node(i).stats().max_staleness_used == 0);
+}
+
+TEST_CASE("sync: a node cut off from all neighbours waits, then catches up after the heal") {
+  for (std::uint32_t s : {0u, 2u}) {
+    CAPTURE(s);
+    auto backend = gpu::make_cpu_backend();
+    driver d(*backend, jittery, 8);
+    constexpr std::size_t n = 8;
+    for (std::size_t i = 0; i < n; ++i) {
+      config cfg;
+      cfg.algo = algorithm::sync;
+      cfg.self = {static_cast<std::uint32_t>(i)};
+      cfg.peers = ring_neighbours(n, i);
+      cfg.staleness = s;
+      cfg.timeout_us = 3000;
+      d.add(cfg, one_tensor(2), [&](model& m) {
+        for (auto& v : floats(m.x))
+          v = static_cast<float>(i);
+      });
+    }
+    d.start();
+    d.run(30'000);
+    d.link_down(0, 1);
+    d.link_down(0, 7);
+    d.run(400'000);
+    const auto alone = d.node(0).stats().round;
+    CHECK(d.node(4).stats().round > alone + 20);  // the rest ran far ahead
+    d.run(500'000);
+    CHECK(d.node(0).stats().round == alone);  // no rounds alone
+    d.link_up(0, 1);
+    d.link_up(0, 7);
+    const auto ahead = d.node(4).stats().round;
+    d.run(2'000'000);
+    // Node 0 caught up and the ring runs on, within the bound again.
+    CHECK(d.node(0).stats().round > ahead);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto ri = static_cast<std::int64_t>(d.node(i).stats().round);
+      const auto rj = static_cast<std::int64_t>(d.node((i + 1) % n).stats().round);
+      CHECK(std::abs(ri - rj) <= static_cast<std::int64_t>(s) + 1);
+    }
+  }
+}
+
 TEST_CASE("sync mixes with Metropolis-Hastings weights") {
   // A path 0 - 1 - 2: degrees 1, 2, 1, so W_01 = W_12 = 1/3, W_00 = W_22 = 2/3, W_11 = 1/3.
   auto backend = gpu::make_cpu_backend();
