@@ -29,7 +29,7 @@ struct consensus_stats {
 
 class batched_sync {
  public:
-  // block = 0 picks a block that keeps one block of X (about 4 MiB) inside the last-level cache.
+  // block = 0 picks a block that keeps one block of X (about 2 MiB) inside the caches.
   batched_sync(const mixing_matrix& w, std::size_t params, std::size_t block = 0);
 
   node_id nodes() const noexcept { return n_; }

@@ -165,12 +165,15 @@ void add_sim_command(CLI::App& app) {
     double memory_gib = 4.0;
     bool quick = false;
     bool skip_goal = false;
+    std::string only;
   };
   auto opt = std::make_shared<options>();
   cmd->add_option("--json", opt->json, "Write the results as JSON to this file");
   cmd->add_option("--memory-gib", opt->memory_gib,
                   "Largest simulated state to allocate per case, GiB (default 4)");
   cmd->add_flag("--quick", opt->quick, "Small cases only (a smoke test)");
+  cmd->add_option("--only", opt->only, "Run only one mode: batched or event")
+      ->check(CLI::IsMember({"batched", "event"}));
   cmd->add_flag("--skip-goal", opt->skip_goal,
                 "Skip the 10,000 x 10,000 x 100-round event-mode goal run");
   cmd->callback([opt] {
@@ -187,10 +190,12 @@ void add_sim_command(CLI::App& app) {
     const std::vector<std::size_t> param_counts =
         opt->quick ? std::vector<std::size_t>{1000}
                    : std::vector<std::size_t>{1000, 10000, 100000, 1000000};
+    const bool batched = opt->only.empty() || opt->only == "batched";
+    const bool event = opt->only.empty() || opt->only == "event";
     for (auto n : node_counts)
       for (auto p : param_counts) {
         const double values = static_cast<double>(n) * static_cast<double>(p);
-        if (values > max_values) continue;
+        if (!batched || values > max_values) continue;
         rows.push_back(run_batched(n, p, bw.best()));
         std::fprintf(stderr, "batched %u x %zu done\n", n, p);
       }
@@ -198,12 +203,12 @@ void add_sim_command(CLI::App& app) {
     for (auto n : node_counts)
       for (auto p : param_counts) {
         const double values = static_cast<double>(n) * static_cast<double>(p);
-        if (3.0 * values > max_values || values > 2e8) continue;
+        if (!event || 3.0 * values > max_values || values > 2e8) continue;
         const auto rounds = static_cast<std::uint64_t>(std::clamp(2e9 / values, 3.0, 100.0));
         rows.push_back(run_event(n, p, rounds, bw.best()));
         std::fprintf(stderr, "event %u x %zu done\n", n, p);
       }
-    if (!opt->quick && !opt->skip_goal) {
+    if (event && !opt->quick && !opt->skip_goal) {
       rows.push_back(run_event(10000, 10000, 100, bw.best()));
       rows.back().mode = "event-goal";
     }

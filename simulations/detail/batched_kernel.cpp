@@ -18,22 +18,37 @@ namespace mws::sim::detail {
 
 namespace {
 
+// Register-blocked: a chunk of `lanes` outputs stays in registers while every term of the row
+// is folded in, so each output is stored once (a loop per term would load and store the output
+// once per term). The order of operations per element is the same as term by term.
+constexpr std::size_t lanes = 16;
+
 void mix_rows(const std::uint32_t* offsets, const node_id* columns, const float* weights, node_id n,
               std::size_t block, const float* x, float* y) {
   for (node_id i = 0; i < n; ++i) {
     float* __restrict out = y + static_cast<std::size_t>(i) * block;
     const std::uint32_t begin = offsets[i], end = offsets[i + 1];
-    {
-      const float a = weights[begin];
-      const float* __restrict src = x + static_cast<std::size_t>(columns[begin]) * block;
-      for (std::size_t c = 0; c < block; ++c)
-        out[c] = a * src[c];
+    const float a0 = weights[begin];
+    const float* __restrict src0 = x + static_cast<std::size_t>(columns[begin]) * block;
+    std::size_t c = 0;
+    for (; c + lanes <= block; c += lanes) {
+      float acc[lanes];
+      for (std::size_t l = 0; l < lanes; ++l)
+        acc[l] = a0 * src0[c + l];
+      for (std::uint32_t k = begin + 1; k < end; ++k) {
+        const float a = weights[k];
+        const float* __restrict src = x + static_cast<std::size_t>(columns[k]) * block + c;
+        for (std::size_t l = 0; l < lanes; ++l)
+          acc[l] = std::fma(a, src[l], acc[l]);
+      }
+      for (std::size_t l = 0; l < lanes; ++l)
+        out[c + l] = acc[l];
     }
-    for (std::uint32_t k = begin + 1; k < end; ++k) {
-      const float a = weights[k];
-      const float* __restrict src = x + static_cast<std::size_t>(columns[k]) * block;
-      for (std::size_t c = 0; c < block; ++c)
-        out[c] = std::fma(a, src[c], out[c]);
+    for (; c < block; ++c) {
+      float acc = a0 * src0[c];
+      for (std::uint32_t k = begin + 1; k < end; ++k)
+        acc = std::fma(weights[k], x[static_cast<std::size_t>(columns[k]) * block + c], acc);
+      out[c] = acc;
     }
   }
 }
