@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
       "  mws-sim --mode batched --nodes 100000 --params 1000 --steps 50\n"
       "  mws-sim --config study.toml --seed 7 --csv out.csv --json out.json\n"
       "  mws-sim --print-example > study.toml       every TOML key, commented\n\n"
-      "Plot a run: python3 scripts/plot_convergence.py out.json -o plot.png"};
+      "Plot a run: /usr/bin/python3 scripts/plot_convergence.py out.json -o plot.png"};
   app.set_help_flag("-h,--help", "Show this help and exit");
 
   std::string config_path, csv_path, json_path;
