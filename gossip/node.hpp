@@ -1,0 +1,97 @@
+// The averaging state machines, behind one interface, and the factory that makes them.
+//
+// A node owns its model (x, w) and all per-peer state (running sums, locks, buffered values).
+// It is driven by one thread at a time, by one driver: inputs are the calls below, outputs go to
+// the action_sink passed to each call. It reads no clock (time comes in as `now_us`), draws
+// randomness only from its own rng seeded by config::seed, and mixes through the gpu::backend
+// and gpu::stream given at construction, which must outlive it. With the CPU backend every
+// operation has completed when a call returns.
+//
+// Lifecycle: make_node() -> start(now) (arms the first timer) -> any interleaving of
+// on_message / on_tick / on_link_up / on_link_down / apply_local_update. All peers start up.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include <boost/system/error_code.hpp>
+
+#include "gossip/actions.hpp"
+#include "gossip/error.hpp"
+#include "gossip/message.hpp"
+#include "gossip/tensors.hpp"
+#include "gossip/types.hpp"
+#include "gpu/backend.hpp"
+
+namespace mws::gossip {
+
+using boost::system::error_code;
+
+// Counters every node keeps; the algorithm-specific fields stay 0 where they do not apply.
+struct node_stats {
+  std::uint64_t sent = 0;      // messages emitted
+  std::uint64_t received = 0;  // messages accepted by on_message
+  std::uint64_t refused = 0;   // on_message returned an error
+  std::uint64_t ignored = 0;   // valid but stale or duplicate (old running sum, ...)
+  std::uint64_t local_updates = 0;
+  // pairwise
+  std::uint64_t exchanges_committed = 0;  // as proposer or responder
+  std::uint64_t exchanges_rejected = 0;   // our proposals refused by a busy peer
+  std::uint64_t exchanges_timed_out = 0;  // our proposals aborted without an answer
+  std::uint64_t exchanges_abandoned = 0;  // accepted, then the proposer's link went down
+  // 1 while this node, as responder, has accepted an exchange and waits for commit or abort.
+  // When no node of a mesh is locked, no exchange is half-applied: the mesh's mass is exact.
+  std::uint32_t locked = 0;
+  // sync / exact
+  round_t round = 0;                     // sync: completed mixing rounds. exact: completed epochs
+  std::uint32_t step = 0;                // exact: step within the current epoch
+  std::uint64_t stalls = 0;              // ticks spent waiting for a neighbour's value
+  std::uint32_t max_staleness_used = 0;  // sync: largest (round - neighbour round) mixed in
+  std::uint64_t resent = 0;              // retransmissions (sync, exact, pairwise accepts)
+};
+
+class averaging_node {
+ public:
+  virtual ~averaging_node() = default;
+
+  // Arms the first timer (config::start_us, or now_us if later).
+  virtual void start(time_us now_us, action_sink& out) = 0;
+
+  // A message from `from`, which the transport has authenticated (or the simulator vouches
+  // for). A message this node refuses (unknown peer, wrong algorithm, tensors that do not match
+  // the manifest, a non-finite weight) leaves the state untouched and returns the reason.
+  // The payload may be borrowed (tensor_set::borrowed()): the node copies what it keeps.
+  virtual error_code on_message(peer_id from, const message& msg, time_us now_us,
+                                action_sink& out) = 0;
+
+  // A timer armed earlier is due (the driver may call it late, or more often; both are safe).
+  virtual void on_tick(time_us now_us, action_sink& out) = 0;
+
+  // The transport (or the simulated network) lost or regained the link to `peer`.
+  virtual void on_link_up(peer_id peer, time_us now_us, action_sink& out) = 0;
+  virtual void on_link_down(peer_id peer, time_us now_us, action_sink& out) = 0;
+
+  // x += delta (one view per manifest entry, same dtypes and sizes, in the backend's memory);
+  // w += weight_delta. Allowed at any time, also in the middle of an exchange or a round.
+  virtual error_code apply_local_update(std::span<const gpu::const_tensor_view> delta,
+                                        double weight_delta, time_us now_us) = 0;
+
+  virtual const model& state() const noexcept = 0;
+  virtual const node_stats& stats() const noexcept = 0;
+  virtual const config& settings() const noexcept = 0;
+};
+
+// Makes the node of `cfg.algo`. The model's manifest is the one every message must match.
+// Preconditions (MWS_ASSERT): peers non-empty and at most max_peers, self not among them (except
+// for exact, where self must be in the list), no duplicates; fanout >= 1 and <= peers.size();
+// tick_interval_us > 0, timeout_us > 0; model.w > 0.
+std::unique_ptr<averaging_node> make_node(const config& cfg, model initial, gpu::backend& backend,
+                                          gpu::stream& stream);
+
+// Metropolis-Hastings weight of the edge between nodes of degrees d_i and d_j (sync).
+constexpr double metropolis_hastings_weight(std::uint32_t d_i, std::uint32_t d_j) noexcept {
+  return 1.0 / (1.0 + static_cast<double>(d_i > d_j ? d_i : d_j));
+}
+
+}  // namespace mws::gossip

@@ -1,0 +1,262 @@
+// Push-sum (Kempe et al. 2003) with running sums per directed link (Hadjicostis,
+// Dominguez-Garcia, Charalambous 2016), or plain push-sum for comparison.
+#include <algorithm>
+#include <cmath>
+
+#include "gossip/detail/assert.hpp"
+#include "gossip/detail/node_base.hpp"
+
+namespace mws::gossip::detail {
+namespace {
+
+class push_sum_node final : public node_base {
+ public:
+  push_sum_node(const config& cfg, model initial, gpu::backend& b, gpu::stream& s)
+      : node_base(cfg, std::move(initial), b, s),
+        out_(cfg_.peers.size()),
+        in_(cfg_.peers.size()),
+        order_(cfg_.peers.size()) {
+    MWS_ASSERT(cfg_.fanout >= 1 && cfg_.fanout <= cfg_.peers.size());
+  }
+
+  void start(time_us now_us, action_sink& out) override {
+    next_tick_us_ = std::max(now_us, cfg_.start_us);
+    out.arm_timer(next_tick_us_);
+  }
+
+  void on_tick(time_us now_us, action_sink& out) override {
+    if (now_us < next_tick_us_) return;
+    share(now_us, out);
+    // A late tick does not trigger a burst of catch-up shares.
+    next_tick_us_ = std::max(next_tick_us_ + cfg_.tick_interval_us, now_us + 1);
+    out.arm_timer(next_tick_us_);
+  }
+
+  error_code on_message(peer_id from, const message& msg, time_us /*now_us*/,
+                        action_sink& out) override {
+    const auto ec = receive(from, msg, out);
+    if (ec) ++stats_.refused;
+    return ec;
+  }
+
+  void on_link_up(peer_id peer, time_us, action_sink&) override {
+    if (auto i = peer_index(peer)) up_[*i] = true;
+  }
+  void on_link_down(peer_id peer, time_us, action_sink&) override {
+    if (auto i = peer_index(peer)) up_[*i] = false;
+  }
+
+ private:
+  struct out_link {
+    payload_ptr sigma;  // running sum of x sent on this link, in the current frame; null = zero
+    double sigma_w = 0.0;
+    std::uint64_t seq = 0;
+    std::uint64_t base = 0;  // frame: the seq our running sum is relative to
+    time_us sent_us = 0;     // when the last running sum went out
+  };
+  struct in_link {
+    payload_ptr rho;  // the last running sum applied from this link, in its frame; null = zero
+    double rho_w = 0.0;
+    std::uint64_t seq = 0;
+    std::uint64_t base = 0;
+  };
+
+  void send_ack(action_sink& out, std::size_t i) {
+    message ack;
+    ack.header.kind = message_kind::push_sum_ack;
+    ack.header.seq = in_[i].seq;
+    ack.header.round = in_[i].base;
+    send(out, cfg_.peers[i], std::move(ack));
+  }
+
+  error_code receive(peer_id from, const message& msg, action_sink& out) {
+    const auto i = peer_index(from);
+    if (!i) return errc::not_a_peer;
+    const auto kind = msg.header.kind;
+    const auto expected =
+        cfg_.running_sums ? message_kind::push_sum_running : message_kind::push_sum_plain;
+    if (kind == message_kind::push_sum_ack && cfg_.running_sums) {
+      if (auto ec = check_payload(msg, false)) return ec;
+      ++stats_.received;
+      rebase_out(*i, msg.header.seq);
+      return {};
+    }
+    if (kind != expected) return errc::wrong_algorithm;
+    if (auto ec = check_payload(msg, true)) return ec;
+    if (!cfg_.running_sums) {
+      const set_term terms[] = {{msg.tensors.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+      model_.w += msg.header.weight;
+      ++stats_.received;
+      return {};
+    }
+    auto& link = in_[*i];
+    if (msg.header.ack != 0) rebase_out(*i, msg.header.ack);
+    if (msg.header.seq <= link.seq) {  // older than what was applied: nothing new in it
+      ++stats_.ignored;
+      // A repeat of the last one: our ack may have been lost.
+      if (msg.header.seq == link.seq && msg.header.round == link.base) send_ack(out, *i);
+      return {};
+    }
+    if (msg.header.round != link.base) {
+      if (msg.header.round < link.base) return errc::out_of_range;
+      if (auto ec = rebase_in(link, msg.header.round)) return ec;
+    }
+    auto kept = keep(msg.tensors);
+    if (!kept) return kept.error();
+    // x += sigma - rho, the difference first: consecutive running sums are close, so it is
+    // exact (Sterbenz) and x is rounded once.
+    if (link.rho) {
+      const set_term terms[] = {
+          {msg.tensors.get(), 1.0f}, {link.rho.get(), -1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+    } else {
+      const set_term terms[] = {{msg.tensors.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, terms)) return ec;
+    }
+    model_.w += msg.header.weight - link.rho_w;
+    link.rho = std::move(*kept);
+    link.rho_w = msg.header.weight;
+    link.seq = msg.header.seq;
+    ++stats_.received;
+    send_ack(out, *i);
+    return {};
+  }
+
+  // The receiver of out-link j acks our running sum `ack`. If that is the last one we sent, it
+  // has applied everything we ever sent on this link, so both sides can restart the running sum
+  // from zero (a new frame, named by `ack`) with no arithmetic and hence no rounding. This keeps
+  // running sums as small as a few shares instead of growing without bound, which would cost
+  // f32 precision. Acks of earlier sends are ignored: rebasing on them would need subtractions
+  // whose roundings the two sides could not match.
+  void rebase_out(std::size_t j, std::uint64_t ack) {
+    auto& link = out_[j];
+    if (ack != link.seq || ack == link.base) return;
+    link.sigma.reset();
+    link.sigma_w = 0.0;
+    link.base = ack;
+  }
+
+  // The sender restarted its running sum after our ack of `base`, which is the last running sum
+  // we applied (nothing newer existed when it restarted): ours restarts from zero too.
+  error_code rebase_in(in_link& link, std::uint64_t base) {
+    if (base != link.seq) return errc::out_of_range;
+    link.rho.reset();
+    link.rho_w = 0.0;
+    link.base = base;
+    return {};
+  }
+
+  void share(time_us now_us, action_sink& out) {
+    // Choose `fanout` distinct live neighbours at random, preferring links whose receiver has
+    // acked our last running sum (so the next one starts from zero and stays small: README.md,
+    // precision). A link still waiting for its ack is chosen only when too few others are
+    // ready, or once timeout_us has passed since its last send (its ack was probably lost; the
+    // new send repairs that), so no link starves.
+    std::size_t ready = 0, live = 0;
+    for (std::size_t i = 0; i < up_.size(); ++i) {
+      if (!up_[i]) continue;
+      const auto& link = out_[i];
+      const bool acked =
+          !cfg_.running_sums || !link.sigma || now_us - link.sent_us >= cfg_.timeout_us;
+      order_[live++] = i;
+      if (acked) std::swap(order_[ready++], order_[live - 1]);
+    }
+    const std::size_t targets = std::min<std::size_t>(cfg_.fanout, live);
+    for (std::size_t k = 0; k < targets; ++k) {
+      // Draw from the ready links while there are any left, then from the rest.
+      const std::size_t lo = k, hi = k < ready ? ready : live;
+      const auto r = lo + static_cast<std::size_t>(rng_.below(hi - lo));
+      std::swap(order_[k], order_[r]);
+    }
+    for (std::size_t k = 0; k < targets; ++k) {
+      // Share k of f takes 1/(f+1-k) of what is left, so every target and the node itself end
+      // up with 1/(f+1) of the value at the start of the tick.
+      const double part = 1.0 / static_cast<double>(cfg_.fanout + 1 - k);
+      const auto j = order_[k];
+      auto ec =
+          cfg_.running_sums ? send_running_sum(now_us, out, j, part) : send_plain(out, j, part);
+      MWS_ASSERT(!ec && "mixing with the node's own buffers cannot fail");
+    }
+  }
+
+  error_code send_running_sum(time_us now_us, action_sink& out, std::size_t j, double part) {
+    auto& link = out_[j];
+    auto next = tensor_set::allocate(backend_, model_.spec);
+    if (!next) return errc::backend_failed;
+    const auto a = static_cast<float>(part);
+    if (link.sigma) {
+      const set_term grow[] = {{link.sigma.get(), 1.0f}, {&model_.x, a}};
+      if (auto ec = mix(*next, grow)) return ec;
+      // x -= (sigma_new - sigma_old): remove exactly what the rounded running sum gained, so
+      // no mass is made or lost by the rounding of sigma.
+      const set_term take[] = {{&*next, -1.0f}, {link.sigma.get(), 1.0f}, {&model_.x, 1.0f}};
+      if (auto ec = mix(model_.x, take)) return ec;
+    } else {
+      const set_term grow[] = {{&model_.x, a}};
+      if (auto ec = mix(*next, grow)) return ec;
+      if (part == 0.5) {
+        // x - x/2 is x/2 exactly (Sterbenz): one pass less than the subtraction below.
+        for (std::size_t t = 0; t < model_.x.size(); ++t) {
+          if (backend_.scale(stream_, 0.5f, model_.x.mutable_view(t))) return errc::backend_failed;
+        }
+      } else {
+        const set_term take[] = {{&*next, -1.0f}, {&model_.x, 1.0f}};
+        if (auto ec = mix(model_.x, take)) return ec;
+      }
+    }
+    const double w_share = model_.w * part;
+    const double sigma_w = link.sigma_w + w_share;
+    model_.w -= sigma_w - link.sigma_w;
+    link.sigma_w = sigma_w;
+    link.sigma = std::make_shared<const tensor_set>(std::move(*next));
+    link.sent_us = now_us;
+    message msg;
+    msg.header.kind = message_kind::push_sum_running;
+    msg.header.seq = ++link.seq;
+    msg.header.round = link.base;
+    msg.header.weight = link.sigma_w;
+    msg.header.ack = ack_for(j);
+    msg.tensors = link.sigma;
+    send(out, cfg_.peers[j], std::move(msg));
+    return {};
+  }
+
+  // The seq of the running sum last applied from j (0: none yet, or nothing new in this frame).
+  std::uint64_t ack_for(std::size_t j) const noexcept {
+    const auto& link = in_[j];
+    return link.seq == link.base ? 0 : link.seq;
+  }
+
+  error_code send_plain(action_sink& out, std::size_t j, double part) {
+    auto share = tensor_set::allocate(backend_, model_.spec);
+    if (!share) return errc::backend_failed;
+    const set_term grow[] = {{&model_.x, static_cast<float>(part)}};
+    if (auto ec = mix(*share, grow)) return ec;
+    const set_term take[] = {{&*share, -1.0f}, {&model_.x, 1.0f}};
+    if (auto ec = mix(model_.x, take)) return ec;
+    const double w_share = model_.w * part;
+    model_.w -= w_share;
+    message msg;
+    msg.header.kind = message_kind::push_sum_plain;
+    msg.header.seq = ++out_[j].seq;
+    msg.header.weight = w_share;
+    msg.tensors = std::make_shared<const tensor_set>(std::move(*share));
+    send(out, cfg_.peers[j], std::move(msg));
+    return {};
+  }
+
+  std::vector<out_link> out_;
+  std::vector<in_link> in_;
+  std::vector<std::size_t> order_;
+  time_us next_tick_us_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<averaging_node> make_push_sum_node(const config& cfg, model m, gpu::backend& b,
+                                                   gpu::stream& s) {
+  return std::make_unique<push_sum_node>(cfg, std::move(m), b, s);
+}
+
+}  // namespace mws::gossip::detail

@@ -1,0 +1,241 @@
+#include "gossip/node.hpp"
+
+#include <cstring>
+
+#include <doctest/doctest.h>
+
+#include "driver.hpp"
+#include "helpers.hpp"
+
+namespace mws::gossip::test {
+namespace {
+
+struct exact_setup {
+  std::size_t n = 64;
+  manifest spec = one_tensor(37);
+  bool weighted = false;
+  network net{};
+  std::uint64_t seed = 1;
+};
+
+// Builds n exact-mode nodes with random values in [-1, 1) (times w when weighted) and runs until
+// every node completed one epoch.
+std::unique_ptr<driver> run_exact(gpu::backend& b, const exact_setup& s) {
+  auto d = std::make_unique<driver>(b, s.net, s.seed);
+  rng values(s.seed + 17);
+  for (std::size_t i = 0; i < s.n; ++i) {
+    config cfg;
+    cfg.algo = algorithm::exact;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.peers = all_members(s.n);
+    cfg.tick_interval_us = 1000;
+    cfg.timeout_us = 4000;
+    cfg.seed = i;
+    d->add(cfg, s.spec, [&](model& m) {
+      m.w = s.weighted ? 1.0 + static_cast<double>(values.below(8)) : 1.0;
+      for (std::size_t t = 0; t < s.spec.size(); ++t) {
+        for (std::size_t k = 0; k < s.spec[t].numel; ++k) {
+          const double v = values.unit() * 2.0 - 1.0;
+          set_element(m.x, t, k, static_cast<float>(v * m.w));
+        }
+      }
+    });
+  }
+  return d;
+}
+
+bool all_done(driver& d) {
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    if (d.node(i).stats().round < 1) return false;
+  }
+  return true;
+}
+
+// Estimates x/w of every node, element by element, as f32 (what a reader of the model gets).
+std::vector<float> estimates(driver& d, std::size_t i, std::size_t t) {
+  const auto& s = d.node(i).state();
+  std::vector<float> out(s.x[t].numel);
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    out[k] = static_cast<float>(static_cast<double>(element(s.x, t, k)) / s.w);
+  }
+  return out;
+}
+
+void check_exact_result(driver& d, const std::vector<std::vector<double>>& exact,
+                        const manifest& spec, double tolerance) {
+  for (std::size_t t = 0; t < spec.size(); ++t) {
+    CAPTURE(t);
+    const auto first = estimates(d, 0, t);
+    for (std::size_t i = 1; i < d.size(); ++i) {
+      CAPTURE(i);
+      const auto e = estimates(d, i, t);
+      CHECK(std::memcmp(e.data(), first.data(), e.size() * sizeof(float)) == 0);
+    }
+    double worst = 0.0;
+    for (std::size_t k = 0; k < first.size(); ++k) {
+      worst = std::max(worst, std::abs(static_cast<double>(first[k]) - exact[t][k]));
+    }
+    CHECK(worst <= tolerance);
+  }
+}
+
+std::vector<std::vector<double>> exact_means(driver& d, const manifest& spec) {
+  std::vector<std::vector<double>> out;
+  for (std::size_t t = 0; t < spec.size(); ++t)
+    out.push_back(ratio(total_mass(d, t)));
+  return out;
+}
+
+TEST_CASE("exact mode: 64 nodes agree bit for bit after 6 rounds, on the exact mean") {
+  auto backend = gpu::make_cpu_backend();
+  exact_setup s;
+  auto d = run_exact(*backend, s);
+  const auto exact = exact_means(*d, s.spec);
+  const auto mass_before = total_mass(*d);
+  d->start();
+  d->run(1'000'000, [&] { return all_done(*d); });
+  REQUIRE(all_done(*d));
+  // One message per node per hypercube step, and nothing else on a clean network.
+  CHECK(d->sent == 64 * 6);
+  // x and w themselves are bit-identical (n is a power of two).
+  for (std::size_t i = 1; i < d->size(); ++i) {
+    CHECK(std::memcmp(d->node(i).state().x[0].data, d->node(0).state().x[0].data, 37 * 4) == 0);
+    CHECK(d->node(i).state().w == d->node(0).state().w);
+  }
+  // Six halvings of sums of values in [-1, 1): within 6 roundings of 2^-24 each.
+  check_exact_result(*d, exact, s.spec, 6 * 0x1p-24);
+  const auto mass_after = total_mass(*d);
+  CHECK(mass_after.w == mass_before.w);
+}
+
+TEST_CASE("exact mode stays exact and bit-identical with 20% loss, duplication and reordering") {
+  auto backend = gpu::make_cpu_backend();
+  exact_setup s;
+  s.net = {.loss = 0.2, .duplicate = 0.2, .latency_min_us = 100, .latency_max_us = 5000};
+  s.seed = 3;
+  auto d = run_exact(*backend, s);
+  const auto exact = exact_means(*d, s.spec);
+  d->start();
+  d->run(10'000'000, [&] { return all_done(*d); });
+  REQUIRE(all_done(*d));
+  CHECK(d->dropped > 10);
+  check_exact_result(*d, exact, s.spec, 6 * 0x1p-24);
+}
+
+TEST_CASE("exact mode is exact for counts that are not powers of two, weighted, mixed dtypes") {
+  auto backend = gpu::make_cpu_backend();
+  for (std::size_t n : {2u, 3u, 5u, 24u, 37u, 63u}) {
+    CAPTURE(n);
+    exact_setup s;
+    s.n = n;
+    s.weighted = true;
+    s.spec = {{"a", gpu::dtype::f32, 19}, {"b", gpu::dtype::f16, 6}, {"c", gpu::dtype::bf16, 3}};
+    s.net = {.loss = 0.1, .duplicate = 0.1, .latency_min_us = 100, .latency_max_us = 3000};
+    s.seed = n;
+    auto d = run_exact(*backend, s);
+    const auto exact = exact_means(*d, s.spec);
+    const auto mass_before = total_mass(*d);
+    d->start();
+    d->run(10'000'000, [&] { return all_done(*d); });
+    REQUIRE(all_done(*d));
+    // Every estimate bit-identical; f32 within a few roundings of the weighted mean (the
+    // weights reach 8, so the sums reach 8 * n before the halvings bring them back).
+    const auto k = static_cast<double>(std::bit_width(n));
+    for (std::size_t t = 0; t < s.spec.size(); ++t) {
+      CAPTURE(t);
+      const auto first = estimates(*d, 0, t);
+      for (std::size_t i = 1; i < n; ++i) {
+        CAPTURE(i);
+        const auto e = estimates(*d, i, t);
+        CHECK(std::memcmp(e.data(), first.data(), e.size() * sizeof(float)) == 0);
+      }
+    }
+    const double ulp32 = 0x1p-24 * 8.0;
+    double worst = 0.0;
+    const auto e0 = estimates(*d, 0, 0);
+    for (std::size_t j = 0; j < e0.size(); ++j) {
+      worst = std::max(worst, std::abs(static_cast<double>(e0[j]) - exact[0][j]));
+    }
+    CHECK(worst <= (k + 2) * ulp32);
+    // Total weight is kept exactly (all halvings of doubles of small integers are exact).
+    CHECK(total_mass(*d).w == mass_before.w);
+  }
+}
+
+TEST_CASE("exact mode runs further epochs and keeps local updates made in between") {
+  auto backend = gpu::make_cpu_backend();
+  driver d(*backend, network{}, 9);
+  constexpr std::size_t n = 6;
+  for (std::size_t i = 0; i < n; ++i) {
+    config cfg;
+    cfg.algo = algorithm::exact;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.peers = all_members(n);
+    cfg.exact_epochs = 3;
+    cfg.epoch_interval_us = 50'000;
+    d.add(cfg, one_tensor(2), [&](model& m) {
+      floats(m.x)[0] = static_cast<float>(i);
+      floats(m.x)[1] = 1.0f;
+    });
+  }
+  d.start();
+  d.run(20'000);  // epoch 0 done
+  for (std::size_t i = 0; i < n; ++i)
+    CHECK(d.node(i).stats().round == 1);
+  auto delta = tensor_set::allocate(*backend, one_tensor(2)).value();
+  floats(delta)[0] = 6.0f;
+  floats(delta)[1] = 0.0f;
+  const gpu::const_tensor_view views[] = {delta[0]};
+  REQUIRE(!d.node(4).apply_local_update(views, 0.0, d.now()));
+  d.run(200'000);
+  for (std::size_t i = 0; i < n; ++i) {
+    CAPTURE(i);
+    CHECK(d.node(i).stats().round == 3);
+    const auto e = estimates(d, i, 0);
+    CHECK(e[0] == doctest::Approx((0 + 1 + 2 + 3 + 4 + 5 + 6) / 6.0).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("exact mode stalls, and counts it, while a partner's link is down; resumes after") {
+  auto backend = gpu::make_cpu_backend();
+  exact_setup s;
+  s.n = 8;
+  auto d = run_exact(*backend, s);
+  const auto exact = exact_means(*d, s.spec);
+  d->link_down(0, 1);  // partners at step 1
+  d->start();
+  d->run(40'000);
+  CHECK(!all_done(*d));
+  CHECK(d->node(0).stats().stalls > 0);
+  CHECK(d->node(0).stats().round == 0);
+  d->link_up(0, 1);
+  d->run(200'000, [&] { return all_done(*d); });
+  REQUIRE(all_done(*d));
+  check_exact_result(*d, exact, s.spec, 3 * 0x1p-24);
+}
+
+TEST_CASE("exact mode refuses a value from a member that is not its partner at that step") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.algo = algorithm::exact;
+  cfg.self = {0};
+  cfg.peers = all_members(8);
+  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
+  recording_sink out;
+  node->start(0, out);
+  auto p =
+      std::make_shared<const tensor_set>(tensor_set::allocate(*backend, one_tensor(1)).value());
+  // Step 1 partner of member 0 is member 1; member 2 comes in at step 2, member 4 at step 3.
+  message from_3{{message_kind::exact_value, 0, 0, 1, 0, 1.0}, p};
+  CHECK(node->on_message({3}, from_3, 0, out) == errc::out_of_range);
+  message step_too_big{{message_kind::exact_value, 0, 0, 9, 0, 1.0}, p};
+  CHECK(node->on_message({1}, step_too_big, 0, out) == errc::out_of_range);
+  message ok{{message_kind::exact_value, 0, 0, 2, 0, 1.0}, p};
+  CHECK(!node->on_message({2}, ok, 0, out));
+  CHECK(node->on_message({99}, ok, 0, out) == errc::not_a_peer);
+  CHECK(node->on_message({0}, ok, 0, out) == errc::not_a_peer);
+}
+
+}  // namespace
+}  // namespace mws::gossip::test
