@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #if defined(MWS_KERNELS_V3)
 #include <immintrin.h>
@@ -21,7 +22,7 @@ namespace {
 // ---- one element ---------------------------------------------------------------------------
 
 template <dtype D>
-float load1(const void* p, std::size_t i) noexcept {
+[[gnu::always_inline]] inline float load1(const void* p, std::size_t i) noexcept {
   if constexpr (D == dtype::f32) {
     return static_cast<const float*>(p)[i];
   } else if constexpr (D == dtype::f16) {
@@ -32,7 +33,7 @@ float load1(const void* p, std::size_t i) noexcept {
 }
 
 template <dtype D>
-void store1(void* p, std::size_t i, float v) noexcept {
+[[gnu::always_inline]] inline void store1(void* p, std::size_t i, float v) noexcept {
   if constexpr (D == dtype::f32) {
     static_cast<float*>(p)[i] = v;
   } else if constexpr (D == dtype::f16) {
@@ -56,12 +57,14 @@ void drive(std::size_t n, std::size_t head, Scalar&& scalar, Vector&& vector) {
 }
 
 #if defined(MWS_KERNELS_V3)
-// ---- eight elements (AVX2) -----------------------------------------------------------------
+// ---- vectors (AVX2) --------------------------------------------------------------------------
 
-constexpr std::size_t lanes = 8;
+constexpr std::size_t lanes = 8;   // f32 per __m256
+constexpr std::size_t block = 16;  // elements per step of the element-wise kernels
 
+// Eight elements in index order, for the reductions (whose lanes are fixed by index).
 template <dtype D>
-__m256 load8(const void* p, std::size_t i) noexcept {
+[[gnu::always_inline]] inline __m256 load8(const void* p, std::size_t i) noexcept {
   if constexpr (D == dtype::f32) {
     return _mm256_loadu_ps(static_cast<const float*>(p) + i);
   } else {
@@ -75,57 +78,146 @@ __m256 load8(const void* p, std::size_t i) noexcept {
   }
 }
 
-// The vector form of f32_to_bf16: round to nearest even, NaN kept quiet.
-__m128i f32x8_to_bf16(__m256 v) noexcept {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-  const __m256i is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
-  const __m256i nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-  const __m256i r = _mm256_blendv_epi8(rounded, nan, is_nan);
-  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-}
+// Sixteen elements as two f32 vectors. The order of elements inside the pair is the dtype's
+// business (bf16 interleaves, which saves shuffles); store16 undoes exactly what load16 does,
+// and element-wise arithmetic does not care.
+struct f32x16 {
+  __m256 lo, hi;
+};
 
 template <dtype D>
-void store8(void* p, std::size_t i, __m256 v, bool streaming) noexcept {
+[[gnu::always_inline]] inline f32x16 load16(const void* p, std::size_t i) noexcept {
   if constexpr (D == dtype::f32) {
-    float* q = static_cast<float*>(p) + i;
-    streaming ? _mm256_stream_ps(q, v) : _mm256_storeu_ps(q, v);
+    const float* q = static_cast<const float*>(p) + i;
+    return {_mm256_loadu_ps(q), _mm256_loadu_ps(q + lanes)};
+  } else if constexpr (D == dtype::f16) {
+    const auto* q = reinterpret_cast<const __m128i*>(static_cast<const std::uint16_t*>(p) + i);
+    return {_mm256_cvtph_ps(_mm_loadu_si128(q)), _mm256_cvtph_ps(_mm_loadu_si128(q + 1))};
   } else {
-    auto* q = reinterpret_cast<__m128i*>(static_cast<std::uint16_t*>(p) + i);
-    const __m128i h =
-        D == dtype::f16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT) : f32x8_to_bf16(v);
-    streaming ? _mm_stream_si128(q, h) : _mm_storeu_si128(q, h);
+    // bf16 is the top half of an f32: interleave zeros below each element.
+    const auto* q = reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(p) + i);
+    const __m256i h = _mm256_loadu_si256(q);
+    const __m256i zero = _mm256_setzero_si256();
+    return {_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, h)),
+            _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, h))};
   }
 }
 
-// Streaming stores need aligned addresses: the number of leading elements to do one by one
-// before `out` reaches that alignment, or SIZE_MAX when streaming does not apply.
+// The vector form of f32_to_bf16 (round to nearest even, NaN kept quiet), leaving each result
+// in the low half of its 32-bit lane.
+[[gnu::always_inline]] inline __m256i round_to_bf16(__m256 v) noexcept {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  return _mm256_srli_epi32(_mm256_blendv_epi8(rounded, quiet, nan), 16);
+}
+
+template <dtype D>
+[[gnu::always_inline]] inline void store16(void* p, std::size_t i, f32x16 v,
+                                           bool streaming) noexcept {
+  if constexpr (D == dtype::f32) {
+    float* q = static_cast<float*>(p) + i;
+    if (streaming) {
+      _mm256_stream_ps(q, v.lo);
+      _mm256_stream_ps(q + lanes, v.hi);
+    } else {
+      _mm256_storeu_ps(q, v.lo);
+      _mm256_storeu_ps(q + lanes, v.hi);
+    }
+    return;
+  }
+  __m256i h;
+  if constexpr (D == dtype::f16) {
+    h = _mm256_set_m128i(_mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT),
+                         _mm256_cvtps_ph(v.lo, _MM_FROUND_TO_NEAREST_INT));
+  } else {
+    h = _mm256_packus_epi32(round_to_bf16(v.lo),
+                            round_to_bf16(v.hi));  // undoes load16's interleave
+  }
+  auto* q = reinterpret_cast<__m256i*>(static_cast<std::uint16_t*>(p) + i);
+  streaming ? _mm256_stream_si256(q, h) : _mm256_storeu_si256(q, h);
+}
+
+// Streaming stores need 32-byte aligned addresses: the number of leading elements to do one by
+// one before `out` gets there, or SIZE_MAX when streaming does not apply.
 template <dtype D>
 std::size_t streaming_head(const void* out, std::size_t n) noexcept {
   constexpr std::size_t size = dtype_size(D);
-  constexpr std::size_t align = lanes * size;
+  constexpr std::size_t align = 32;
   const auto addr = reinterpret_cast<std::uintptr_t>(out);
   if (n * size < streaming_store_bytes_min || addr % size != 0) return SIZE_MAX;
   return ((align - addr % align) % align) / size;
 }
 
-// Runs an element-wise kernel whose output is `out`, streaming when that pays.
-template <dtype D, class Scalar, class Vector>
+// Runs an element-wise kernel whose output is `out`, streaming when that pays; vector(i, streaming)
+// handles elements [i, i + block * unroll).
+template <dtype D, std::size_t unroll = 1, class Scalar, class Vector>
 void elementwise(void* out, std::size_t n, Scalar&& scalar, Vector&& vector) {
   const std::size_t head = streaming_head<D>(out, n);
   if (head == SIZE_MAX) {
-    drive<lanes>(n, 0, scalar, [&](std::size_t i) { vector(i, false); });
+    drive<block * unroll>(n, 0, scalar, [&](std::size_t i) { vector(i, false); });
   } else {
-    drive<lanes>(n, head, scalar, [&](std::size_t i) { vector(i, true); });
+    drive<block * unroll>(n, head, scalar, [&](std::size_t i) { vector(i, true); });
     _mm_sfence();  // order the streaming stores before anything that follows
   }
+}
+
+// Sixteen elements in index order (lo = 0..7, hi = 8..15) rearranged into load16<D>'s order.
+template <dtype D>
+[[gnu::always_inline]] inline f32x16 to_order(__m256 lo, __m256 hi) noexcept {
+  if constexpr (D == dtype::bf16) {
+    return {_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31)};
+  } else {
+    return {lo, hi};
+  }
+}
+
+[[gnu::always_inline]] inline f32x16 mul(__m256 a, f32x16 x) noexcept {
+  return {_mm256_mul_ps(a, x.lo), _mm256_mul_ps(a, x.hi)};
+}
+[[gnu::always_inline]] inline f32x16 fma(__m256 a, f32x16 x, f32x16 acc) noexcept {
+  return {_mm256_fmadd_ps(a, x.lo, acc.lo), _mm256_fmadd_ps(a, x.hi, acc.hi)};
 }
 #endif
 
 // ---- element-wise kernels ------------------------------------------------------------------
+
+#if defined(MWS_KERNELS_V3)
+// The vector loop with the number of terms fixed at compile time, so that the loop over terms
+// unrolls and every input pointer and weight stays in a register. Each step carries two (f32:
+// four) independent FMA chains, so their latency overlaps.
+template <dtype D, std::size_t K, class Scalar>
+void weighted_sum_k(void* out, const void* const* x, const float* a, std::size_t n,
+                    Scalar&& scalar) {
+  __m256 av[K];
+  const void* xs[K];
+  for (std::size_t j = 0; j < K; ++j) {
+    av[j] = _mm256_set1_ps(a[j]);
+    xs[j] = x[j];
+  }
+  constexpr std::size_t unroll = D == dtype::f32 ? 2 : 1;
+  elementwise<D, unroll>(out, n, scalar, [&](std::size_t i, bool streaming) {
+    f32x16 acc[unroll];
+    for (std::size_t u = 0; u < unroll; ++u)
+      acc[u] = mul(av[0], load16<D>(xs[0], i + u * block));
+    for (std::size_t j = 1; j < K; ++j) {
+      for (std::size_t u = 0; u < unroll; ++u) {
+        acc[u] = fma(av[j], load16<D>(xs[j], i + u * block), acc[u]);
+      }
+    }
+    for (std::size_t u = 0; u < unroll; ++u)
+      store16<D>(out, i + u * block, acc[u], streaming);
+  });
+}
+
+template <dtype D, class Scalar, std::size_t... K>
+void weighted_sum_dispatch(void* out, const void* const* x, const float* a, std::size_t k,
+                           std::size_t n, Scalar&& scalar, std::index_sequence<K...>) {
+  ((k == K + 1 ? weighted_sum_k<D, K + 1>(out, x, a, n, scalar) : void()), ...);
+}
+#endif
 
 template <dtype D>
 void weighted_sum_t(void* out, const void* const* x, const float* a, std::size_t k, std::size_t n) {
@@ -136,15 +228,7 @@ void weighted_sum_t(void* out, const void* const* x, const float* a, std::size_t
     store1<D>(out, i, acc);
   };
 #if defined(MWS_KERNELS_V3)
-  __m256 av[backend::max_terms];
-  for (std::size_t j = 0; j < k; ++j)
-    av[j] = _mm256_set1_ps(a[j]);
-  elementwise<D>(out, n, scalar, [&](std::size_t i, bool streaming) {
-    __m256 acc = _mm256_mul_ps(av[0], load8<D>(x[0], i));
-    for (std::size_t j = 1; j < k; ++j)
-      acc = _mm256_fmadd_ps(av[j], load8<D>(x[j], i), acc);
-    store8<D>(out, i, acc, streaming);
-  });
+  weighted_sum_dispatch<D>(out, x, a, k, n, scalar, std::make_index_sequence<backend::max_terms>());
 #else
   drive<1>(n, 0, scalar, scalar);
 #endif
@@ -158,7 +242,7 @@ void axpy_t(float a, const void* x, void* y, std::size_t n) {
 #if defined(MWS_KERNELS_V3)
   const __m256 av = _mm256_set1_ps(a);
   elementwise<D>(y, n, scalar, [&](std::size_t i, bool streaming) {
-    store8<D>(y, i, _mm256_fmadd_ps(av, load8<D>(x, i), load8<D>(y, i)), streaming);
+    store16<D>(y, i, fma(av, load16<D>(x, i), load16<D>(y, i)), streaming);
   });
 #else
   drive<1>(n, 0, scalar, scalar);
@@ -171,7 +255,7 @@ void scale_t(float a, void* x, std::size_t n) {
 #if defined(MWS_KERNELS_V3)
   const __m256 av = _mm256_set1_ps(a);
   elementwise<D>(x, n, scalar, [&](std::size_t i, bool streaming) {
-    store8<D>(x, i, _mm256_mul_ps(av, load8<D>(x, i)), streaming);
+    store16<D>(x, i, mul(av, load16<D>(x, i)), streaming);
   });
 #else
   drive<1>(n, 0, scalar, scalar);
@@ -182,8 +266,15 @@ template <dtype To, dtype From>
 void convert_t(void* dst, const void* src, std::size_t n) {
   auto scalar = [&](std::size_t i) { store1<To>(dst, i, load1<From>(src, i)); };
 #if defined(MWS_KERNELS_V3)
+  // load16 and store16 must agree on the element order, which only holds within one dtype;
+  // across dtypes go through the index-ordered eight-element form.
   elementwise<To>(dst, n, scalar, [&](std::size_t i, bool streaming) {
-    store8<To>(dst, i, load8<From>(src, i), streaming);
+    if constexpr (To == From) {
+      store16<To>(dst, i, load16<From>(src, i), streaming);
+    } else {
+      store16<To>(dst, i, to_order<To>(load8<From>(src, i), load8<From>(src, i + lanes)),
+                  streaming);
+    }
   });
 #else
   drive<1>(n, 0, scalar, scalar);
