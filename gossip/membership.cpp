@@ -8,12 +8,15 @@
 namespace mws::gossip {
 namespace {
 
-bool is_live(member_state s) noexcept { return s == member_state::alive || s == member_state::suspect; }
+bool is_live(member_state s) noexcept {
+  return s == member_state::alive || s == member_state::suspect;
+}
 
 // ceil(log10(n + 1)), at least 1: how many rounds of gossip reach n nodes, up to a factor.
 std::uint32_t log10_rounds(std::size_t n) noexcept {
   std::uint32_t r = 1;
-  for (std::size_t v = 10; v < n + 1; v *= 10) ++r;
+  for (std::size_t v = 10; v < n + 1; v *= 10)
+    ++r;
   return r;
 }
 
@@ -36,7 +39,8 @@ membership::membership(membership_config cfg) : cfg_(std::move(cfg)), rng_(cfg_.
 
 void membership::start(time_us now_us, membership_sink& out) {
   // A random phase, so that nodes started together do not probe in lockstep.
-  next_probe_us_ = now_us + static_cast<time_us>(rng_.below(static_cast<std::uint64_t>(cfg_.probe_interval_us)));
+  next_probe_us_ =
+      now_us + static_cast<time_us>(rng_.below(static_cast<std::uint64_t>(cfg_.probe_interval_us)));
   next_push_pull_us_ = now_us + cfg_.push_pull_interval_us;
   next_reconnect_us_ = now_us + cfg_.reconnect_interval_us;
   for (const auto& seed : cfg_.seeds) {
@@ -53,7 +57,8 @@ void membership::on_message(const node_key& from, const swim::message& msg, time
       ++stats_.refused;
       return false;
     }
-    for (const auto& u : updates) apply(u, from, now_us, out);
+    for (const auto& u : updates)
+      apply(u, from, now_us, out);
     return true;
   };
   std::visit(
@@ -109,7 +114,10 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
   if (probe_ && !probe_->indirect_sent && now_us >= probe_->indirect_at_us) {
     const auto helpers = random_alive_members(cfg_.indirect_probes, probe_->target);
     for (const auto& h : helpers) {
-      out.send(to(h), swim::ping_req{probe_->seq, {probe_->target, to(probe_->target).address, 0, member_state::alive}});
+      out.send(
+          to(h),
+          swim::ping_req{probe_->seq,
+                         {probe_->target, to(probe_->target).address, 0, member_state::alive, {}}});
     }
     probe_->indirect_sent = true;
     probe_->nacks_expected = static_cast<std::uint32_t>(helpers.size());
@@ -134,17 +142,21 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
 
 void membership::leave(time_us now_us, membership_sink& out) {
   leaving_ = true;
-  queue({cfg_.self, cfg_.self_address, incarnation_, member_state::left});
+  queue({cfg_.self, cfg_.self_address, incarnation_, member_state::left, cfg_.self});
   // Tell a few members at once rather than waiting for the next probes to carry it.
   for (const auto& id : random_alive_members(cfg_.indirect_probes + 1, cfg_.self)) {
-    out.send(to(id), swim::push_pull{false, true, {{cfg_.self, cfg_.self_address, incarnation_, member_state::left}}});
+    out.send(to(id), swim::push_pull{false,
+                                     true,
+                                     {{cfg_.self, cfg_.self_address, incarnation_,
+                                       member_state::left, cfg_.self}}});
   }
   rearm(now_us, out);
 }
 
 std::size_t membership::alive_count() const noexcept {
-  return 1 + static_cast<std::size_t>(std::count_if(
-                 members_.begin(), members_.end(), [](const auto& m) { return is_live(m.second.state); }));
+  return 1 + static_cast<std::size_t>(
+                 std::count_if(members_.begin(), members_.end(),
+                               [](const auto& m) { return is_live(m.second.state); }));
 }
 
 // ---- applying updates (SWIM's rules, incarnation numbers decide) -------------------------
@@ -156,10 +168,16 @@ void membership::apply(const member_update& u, const node_key& from, time_us now
     return;
   }
   switch (u.state) {
-    case member_state::alive: on_alive(u, now_us, out); break;
-    case member_state::suspect: on_suspect(u, from, now_us, out); break;
+    case member_state::alive:
+      on_alive(u, now_us, out);
+      break;
+    case member_state::suspect:
+      on_suspect(u, from, now_us, out);
+      break;
     case member_state::dead:
-    case member_state::left: on_dead(u, from, now_us, out); break;
+    case member_state::left:
+      on_dead(u, from, now_us, out);
+      break;
   }
 }
 
@@ -183,16 +201,19 @@ void membership::on_alive(const member_update& u, time_us now_us, membership_sin
   member_info& m = it->second;
   if (u.incarnation <= m.incarnation) return;
   const bool was_live = m.state == member_state::alive;
-  m = member_info{u.address.empty() ? m.address : u.address, u.incarnation, member_state::alive, now_us};
+  m = member_info{u.address.empty() ? m.address : u.address, u.incarnation, member_state::alive,
+                  now_us};
   suspicions_.erase(u.id);
-  queue({u.id, m.address, u.incarnation, member_state::alive});
+  queue({u.id, m.address, u.incarnation, member_state::alive, {}});
   if (!was_live) emit(membership_event::kind::alive_again, u.id, out);
 }
 
-void membership::on_suspect(const member_update& u, const node_key& from, time_us now_us,
+void membership::on_suspect(const member_update& u, const node_key&, time_us now_us,
                             membership_sink& out) {
   if (u.id == cfg_.self) {
-    if (!leaving_) refute(u.incarnation);
+    // Only an accusation at our current incarnation needs an answer; older ones are stale
+    // rumours that our last refutation already outranks.
+    if (!leaving_ && u.incarnation >= incarnation_) refute(u.incarnation);
     return;
   }
   auto it = members_.find(u.id);
@@ -202,10 +223,12 @@ void membership::on_suspect(const member_update& u, const node_key& from, time_u
     // An independent confirmation shortens the suspicion (Lifeguard).
     auto& s = suspicions_[u.id];
     m.incarnation = u.incarnation;
-    const bool known = std::find(s.confirmations.begin(), s.confirmations.end(), from) != s.confirmations.end();
-    if (!known && from != cfg_.self && s.confirmations.size() < s.expected) {
-      s.confirmations.push_back(from);
-      queue({u.id, "", u.incarnation, member_state::suspect});
+    const bool known = u.accuser == s.first_accuser ||
+                       std::find(s.confirmations.begin(), s.confirmations.end(), u.accuser) !=
+                           s.confirmations.end();
+    if (!known && s.confirmations.size() < s.expected) {
+      s.confirmations.push_back(u.accuser);
+      queue(u);  // spread the independent confirmation too
     }
     return;
   }
@@ -216,31 +239,35 @@ void membership::on_suspect(const member_update& u, const node_key& from, time_u
   const std::size_t n = alive_count();
   suspicion s;
   s.start_us = now_us;
+  s.first_accuser = u.accuser;
   // Confirmations can come only from members other than the suspect and the first accuser.
-  s.expected = static_cast<std::uint32_t>(std::min<std::size_t>(cfg_.indirect_probes, n > 2 ? n - 2 : 0));
+  s.expected =
+      static_cast<std::uint32_t>(std::min<std::size_t>(cfg_.indirect_probes, n > 2 ? n - 2 : 0));
   const double rounds = std::max(1.0, std::log10(static_cast<double>(n)));
-  s.min_us = static_cast<time_us>(cfg_.suspicion_multiplier * rounds * static_cast<double>(cfg_.probe_interval_us));
+  s.min_us = static_cast<time_us>(cfg_.suspicion_multiplier * rounds *
+                                  static_cast<double>(cfg_.probe_interval_us));
   s.max_us = s.min_us * cfg_.suspicion_max_factor;
   suspicions_[u.id] = std::move(s);
-  queue({u.id, "", u.incarnation, member_state::suspect});
+  queue(u);
   emit(membership_event::kind::suspected, u.id, out);
 }
 
 void membership::on_dead(const member_update& u, const node_key& from, time_us now_us,
                          membership_sink& out) {
   if (u.id == cfg_.self) {
-    if (!leaving_) refute(u.incarnation);
+    if (!leaving_ && u.incarnation >= incarnation_) refute(u.incarnation);
     return;
   }
   auto it = members_.find(u.id);
-  if (it == members_.end() || u.incarnation < it->second.incarnation || !is_live(it->second.state)) return;
-  const bool left = u.state == member_state::left || from == u.id;
+  if (it == members_.end() || u.incarnation < it->second.incarnation || !is_live(it->second.state))
+    return;
+  const bool left = u.state == member_state::left || (from == u.id && u.accuser == u.id);
   member_info& m = it->second;
   m.state = left ? member_state::left : member_state::dead;
   m.incarnation = u.incarnation;
   m.since_us = now_us;
   suspicions_.erase(u.id);
-  queue({u.id, "", u.incarnation, m.state});
+  queue({u.id, "", u.incarnation, m.state, u.accuser});
   emit(left ? membership_event::kind::left : membership_event::kind::failed, u.id, out);
 }
 
@@ -253,8 +280,8 @@ void membership::refute(std::uint64_t accused_incarnation) {
 
 // Push-pull rows: a remote "dead" is only a suspicion here, so one node's mistake cannot kill a
 // member everywhere (memberlist does the same).
-void membership::merge(const std::vector<member_update>& rows, const node_key& from,
-                       time_us now_us, membership_sink& out) {
+void membership::merge(const std::vector<member_update>& rows, const node_key& from, time_us now_us,
+                       membership_sink& out) {
   for (member_update u : rows) {
     if (u.state == member_state::dead && u.id != cfg_.self) u.state = member_state::suspect;
     apply(u, from, now_us, out);
@@ -276,8 +303,9 @@ void membership::queue(member_update u) {
 std::vector<member_update> membership::piggyback() {
   const std::uint32_t limit = cfg_.retransmit_multiplier * log10_rounds(members_.size() + 1);
   // The least-sent first; ties in queue order, so the choice is deterministic.
-  std::stable_sort(broadcasts_.begin(), broadcasts_.end(),
-                   [](const broadcast& a, const broadcast& b) { return a.transmits < b.transmits; });
+  std::stable_sort(
+      broadcasts_.begin(), broadcasts_.end(),
+      [](const broadcast& a, const broadcast& b) { return a.transmits < b.transmits; });
   std::vector<member_update> out;
   for (auto& b : broadcasts_) {
     if (out.size() == cfg_.updates_per_message_max) break;
@@ -290,7 +318,9 @@ std::vector<member_update> membership::piggyback() {
 
 std::vector<member_update> membership::full_state() const {
   std::vector<member_update> rows{self_update()};
-  for (const auto& [id, m] : members_) rows.push_back({id, m.address, m.incarnation, m.state});
+  // Our suspicions and deaths are our own accusations.
+  for (const auto& [id, m] : members_)
+    rows.push_back({id, m.address, m.incarnation, m.state, cfg_.self});
   return rows;
 }
 
@@ -315,10 +345,12 @@ void membership::finish_probe(time_us now_us, membership_sink& out) {
   probe_.reset();
   ++stats_.probes_failed;
   // Lifeguard: nacks that did not come mean the trouble may be ours, not the target's.
-  adjust_awareness(p.nacks_expected > 0 ? static_cast<int>(p.nacks_expected - p.nacks_received) : 1);
+  adjust_awareness(p.nacks_expected > 0 ? static_cast<int>(p.nacks_expected - p.nacks_received)
+                                        : 1);
   auto it = members_.find(p.target);
   if (it != members_.end() && it->second.state == member_state::alive) {
-    on_suspect({p.target, "", it->second.incarnation, member_state::suspect}, cfg_.self, now_us, out);
+    on_suspect({p.target, "", it->second.incarnation, member_state::suspect, cfg_.self}, cfg_.self,
+               now_us, out);
   }
 }
 
@@ -326,10 +358,11 @@ void membership::check_suspicions(time_us now_us, membership_sink& out) {
   std::vector<member_update> expired;
   for (const auto& [id, s] : suspicions_) {
     if (now_us - s.start_us >= suspicion_timeout(s)) {
-      expired.push_back({id, "", members_.at(id).incarnation, member_state::dead});
+      expired.push_back({id, "", members_.at(id).incarnation, member_state::dead, cfg_.self});
     }
   }
-  for (const auto& u : expired) on_dead(u, cfg_.self, now_us, out);
+  for (const auto& u : expired)
+    on_dead(u, cfg_.self, now_us, out);
 }
 
 void membership::check_relays(time_us now_us, membership_sink& out) {
@@ -399,7 +432,8 @@ void membership::reconnect(time_us, membership_sink& out) {
     if (s != cfg_.self_address) seeds.push_back(&s);
   }
   if (!seeds.empty()) {
-    out.send({std::nullopt, *seeds[rng_.below(seeds.size())]}, swim::push_pull{true, false, full_state()});
+    out.send({std::nullopt, *seeds[rng_.below(seeds.size())]},
+             swim::push_pull{true, false, full_state()});
   }
   std::vector<node_key> dead;
   for (const auto& [id, m] : members_) {
@@ -420,7 +454,8 @@ void membership::forget_old_dead(time_us now_us) {
 
 void membership::adjust_awareness(int delta) {
   const int max = static_cast<int>(cfg_.awareness_max) - 1;
-  stats_.awareness = static_cast<std::uint32_t>(std::clamp(static_cast<int>(stats_.awareness) + delta, 0, max));
+  stats_.awareness =
+      static_cast<std::uint32_t>(std::clamp(static_cast<int>(stats_.awareness) + delta, 0, max));
 }
 
 time_us membership::scaled(time_us base) const noexcept {
@@ -433,7 +468,8 @@ destination membership::to(const node_key& id) const {
 }
 
 member_update membership::self_update() const {
-  return {cfg_.self, cfg_.self_address, incarnation_, leaving_ ? member_state::left : member_state::alive};
+  return {cfg_.self, cfg_.self_address, incarnation_,
+          leaving_ ? member_state::left : member_state::alive, cfg_.self};
 }
 
 void membership::emit(membership_event::kind k, const node_key& id, membership_sink& out) const {
@@ -442,9 +478,13 @@ void membership::emit(membership_event::kind k, const node_key& id, membership_s
 
 void membership::rearm(time_us now_us, membership_sink& out) {
   time_us next = std::min({next_probe_us_, next_push_pull_us_, next_reconnect_us_});
-  if (probe_) next = std::min({next, probe_->indirect_sent ? next : probe_->indirect_at_us, probe_->give_up_at_us});
-  for (const auto& [seq, r] : relays_) next = std::min(next, r.nack_at_us);
-  for (const auto& [id, s] : suspicions_) next = std::min(next, s.start_us + suspicion_timeout(s));
+  if (probe_)
+    next = std::min(
+        {next, probe_->indirect_sent ? next : probe_->indirect_at_us, probe_->give_up_at_us});
+  for (const auto& [seq, r] : relays_)
+    next = std::min(next, r.nack_at_us);
+  for (const auto& [id, s] : suspicions_)
+    next = std::min(next, s.start_us + suspicion_timeout(s));
   if (armed_for_us_ <= now_us || next < armed_for_us_) {
     armed_for_us_ = next;
     out.arm_timer(next);

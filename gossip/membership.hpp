@@ -53,6 +53,9 @@ struct member_update {
   std::string address;  // empty in suspect/dead updates
   std::uint64_t incarnation = 0;
   member_state state = member_state::alive;
+  // suspect and dead: who accused. Suspicions shrink only with confirmations from distinct
+  // accusers, not with every relay of one rumour.
+  node_key accuser;
   friend bool operator==(const member_update&, const member_update&) = default;
 };
 
@@ -188,6 +191,7 @@ class membership {
   };
   struct suspicion {
     time_us start_us = 0;
+    node_key first_accuser;
     std::vector<node_key> confirmations;
     std::uint32_t expected = 0;
     time_us min_us = 0, max_us = 0;

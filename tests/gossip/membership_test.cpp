@@ -26,7 +26,9 @@ node_key key_of(std::size_t i) {
   return k;
 }
 
-std::string address_of(std::size_t i) { return "n" + std::to_string(i); }
+std::string address_of(std::size_t i) {
+  return "n" + std::to_string(i);
+}
 
 // A deterministic network of membership machines: one event queue ordered by (time, sequence),
 // uniform latency, loss, partitions and crashes. Mirrors what the simulator does, in miniature.
@@ -56,7 +58,8 @@ class swim_mesh {
   }
 
   void start_all(time_us at = 0) {
-    for (std::size_t i = 0; i < nodes_.size(); ++i) nodes_[i]->start(at + static_cast<time_us>(i) * 10 * ms, *sinks_[i]);
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      nodes_[i]->start(at + static_cast<time_us>(i) * 10 * ms, *sinks_[i]);
     now_ = at;
   }
 
@@ -76,7 +79,9 @@ class swim_mesh {
   }
 
   void crash(std::size_t i) { crashed_.insert(i); }
-  void partition(std::function<bool(std::size_t, std::size_t)> blocked) { blocked_ = std::move(blocked); }
+  void partition(std::function<bool(std::size_t, std::size_t)> blocked) {
+    blocked_ = std::move(blocked);
+  }
   void heal() { blocked_ = nullptr; }
 
   membership& node(std::size_t i) { return *nodes_[i]; }
@@ -91,10 +96,13 @@ class swim_mesh {
     auto it = m.find(key_of(j));
     return it == m.end() ? member_state::dead : it->second.state;
   }
-  bool knows(std::size_t i, std::size_t j) const { return nodes_[i]->members().count(key_of(j)) > 0; }
+  bool knows(std::size_t i, std::size_t j) const {
+    return nodes_[i]->members().count(key_of(j)) > 0;
+  }
 
   // Every node not crashed sees every node in `live` alive and every node in `gone` as `state`.
-  bool converged(const std::set<std::size_t>& gone = {}, member_state state = member_state::dead) const {
+  bool converged(const std::set<std::size_t>& gone = {},
+                 member_state state = member_state::dead) const {
     for (std::size_t i = 0; i < nodes_.size(); ++i) {
       if (crashed_.count(i) || gone.count(i)) continue;
       for (std::size_t j = 0; j < nodes_.size(); ++j) {
@@ -133,7 +141,8 @@ class swim_mesh {
     void on_event(const membership_event& e) override {
       ++mesh.event_counts[e.what];
       mesh.log.push_back(std::to_string(mesh.now_) + " " + std::to_string(self) + " " +
-                         std::to_string(static_cast<int>(e.what)) + " " + std::to_string(mesh.index_.at(e.id)));
+                         std::to_string(static_cast<int>(e.what)) + " " +
+                         std::to_string(mesh.index_.at(e.id)));
     }
     swim_mesh& mesh;
     std::size_t self;
@@ -199,7 +208,7 @@ TEST_CASE("membership: a falsely suspected node refutes with a higher incarnatio
   mesh.start_all();
   REQUIRE(run_until_true(mesh, 60 * s, [&] { return mesh.converged(); }) >= 0);
   // Node 1 tells node 0 that node 3 is suspect (as a confused prober would).
-  swim::push_pull rumour{false, true, {{key_of(3), "", 0, member_state::suspect}}};
+  swim::push_pull rumour{false, true, {{key_of(3), "", 0, member_state::suspect, key_of(1)}}};
   struct null_sink final : membership_sink {
     void send(const destination&, swim::message) override {}
     void arm_timer(time_us) override {}
@@ -207,7 +216,9 @@ TEST_CASE("membership: a falsely suspected node refutes with a higher incarnatio
   } quiet;
   mesh.node(0).on_message(key_of(1), rumour, mesh.now(), quiet);
   CHECK(mesh.view(0, 3) == member_state::suspect);
-  const time_us took = run_until_true(mesh, 30 * s, [&] { return mesh.converged() && mesh.node(0).members().at(key_of(3)).incarnation >= 1; });
+  const time_us took = run_until_true(mesh, 30 * s, [&] {
+    return mesh.converged() && mesh.node(0).members().at(key_of(3)).incarnation >= 1;
+  });
   CHECK(took >= 0);
   CHECK(mesh.node(3).incarnation() >= 1);
   CHECK(mesh.node(3).stats().refutations >= 1);
@@ -236,7 +247,16 @@ TEST_CASE("membership: 10% message loss causes no false deaths (indirect probes,
   REQUIRE(run_until_true(mesh, 90 * s, [&] { return mesh.converged(); }) >= 0);
   mesh.run_until(mesh.now() + 300 * s);
   CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
-  CHECK(mesh.converged());
+  // Suspicions come and go under loss; none may have turned into a death.
+  std::size_t not_live = 0;
+  for (std::size_t i = 0; i < mesh.size(); ++i) {
+    for (std::size_t j = 0; j < mesh.size(); ++j) {
+      const member_state v = mesh.view(i, j);
+      not_live += v != member_state::alive && v != member_state::suspect;
+    }
+  }
+  CHECK(not_live == 0);
+  CHECK(mesh.event_counts[membership_event::kind::suspected] > 0);  // the loss did bite
 }
 
 TEST_CASE("membership: a graceful leave shows as left, not failed") {
@@ -246,7 +266,8 @@ TEST_CASE("membership: a graceful leave shows as left, not failed") {
   mesh.leave(5);
   mesh.run_until(mesh.now() + 2 * s);
   mesh.crash(5);  // it stops after announcing
-  const time_us took = run_until_true(mesh, 30 * s, [&] { return mesh.converged({5}, member_state::left); });
+  const time_us took =
+      run_until_true(mesh, 30 * s, [&] { return mesh.converged({5}, member_state::left); });
   CHECK(took >= 0);
   CHECK(mesh.event_counts[membership_event::kind::left] == 5);
   CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
@@ -256,10 +277,15 @@ TEST_CASE("membership: tables, piggybacks and relays stay within their bounds") 
   swim_mesh mesh({.nodes = 10, .members_max = 4, .seed = 7});
   mesh.start_all();
   mesh.run_until(30 * s);
-  for (std::size_t i = 0; i < mesh.size(); ++i) CHECK(mesh.node(i).members().size() <= 4);
+  for (std::size_t i = 0; i < mesh.size(); ++i)
+    CHECK(mesh.node(i).members().size() <= 4);
   CHECK(mesh.node(0).stats().refused > 0);
 
-  membership lone({.self = key_of(0), .self_address = "n0", .seed = 9});
+  membership_config lone_config;
+  lone_config.self = key_of(0);
+  lone_config.self_address = "n0";
+  lone_config.seed = 9;
+  membership lone(lone_config);
   struct counting_sink final : membership_sink {
     void send(const destination&, swim::message) override { ++sent; }
     void arm_timer(time_us) override {}
@@ -268,7 +294,9 @@ TEST_CASE("membership: tables, piggybacks and relays stay within their bounds") 
   } out;
   lone.start(0, out);
   // Too many piggybacked updates: the whole message is refused, nothing is answered.
-  swim::ping flood{1, key_of(0), std::vector<member_update>(17, member_update{key_of(9), "n9", 0, member_state::alive})};
+  swim::ping flood{
+      1, key_of(0),
+      std::vector<member_update>(17, member_update{key_of(9), "n9", 0, member_state::alive, {}})};
   lone.on_message(key_of(1), flood, 1, out);
   CHECK(out.sent == 0);
   CHECK(lone.members().empty());
@@ -276,7 +304,11 @@ TEST_CASE("membership: tables, piggybacks and relays stay within their bounds") 
   lone.on_message(key_of(1), swim::ping{2, key_of(5), {}}, 2, out);
   CHECK(out.sent == 0);
   // An address longer than the bound is refused row by row.
-  lone.on_message(key_of(1), swim::push_pull{false, true, {{key_of(9), std::string(300, 'x'), 0, member_state::alive}}}, 3, out);
+  lone.on_message(
+      key_of(1),
+      swim::push_pull{
+          false, true, {{key_of(9), std::string(300, 'x'), 0, member_state::alive, {}}}},
+      3, out);
   CHECK(lone.members().empty());
   CHECK(lone.stats().refused == 3);
   // A valid ping is answered with an ack.
