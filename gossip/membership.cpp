@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "gossip/detail/assert.hpp"
+#include "gossip/detail/log.hpp"
 
 namespace mws::gossip {
 namespace {
@@ -32,6 +33,7 @@ membership::membership(membership_config cfg) : cfg_(std::move(cfg)), rng_(cfg_.
   MWS_ASSERT(cfg_.awareness_max >= 1 && cfg_.suspicion_max_factor >= 1);
   MWS_ASSERT(cfg_.push_pull_interval_us > 0 && cfg_.reconnect_interval_us > 0);
   MWS_ASSERT(cfg_.members_max >= 1 && cfg_.updates_per_message_max >= 1);
+  MWS_ASSERT(cfg_.broadcasts_max >= 1);
   MWS_ASSERT(cfg_.self_address.size() <= max_address_bytes);
 }
 
@@ -86,7 +88,8 @@ void membership::on_message(const node_key& from, const swim::message& msg, time
             return;
           }
           const std::uint32_t seq = next_seq_++;
-          out.send({m.target.id, m.target.address}, swim::ping{seq, m.target.id, piggyback()});
+          out.send({m.target.id, m.target.address},
+                   swim::ping{seq, m.target.id, updates_for(m.target.id)});
           // The nack must reach the prober before its own deadline: 80% of the timeout.
           relays_[seq] = relay{from, m.seq, now_us + scaled(cfg_.probe_timeout_us) * 4 / 5};
         } else if constexpr (std::is_same_v<T, swim::nack>) {
@@ -193,7 +196,7 @@ void membership::on_alive(const member_update& u, time_us now_us, membership_sin
       ++stats_.refused;
       return;
     }
-    members_[u.id] = member_info{u.address, u.incarnation, member_state::alive, now_us};
+    members_[u.id] = member_info{u.address, u.incarnation, member_state::alive, now_us, {}};
     queue(u);
     emit(membership_event::kind::joined, u.id, out);
     return;
@@ -201,8 +204,8 @@ void membership::on_alive(const member_update& u, time_us now_us, membership_sin
   member_info& m = it->second;
   if (u.incarnation <= m.incarnation) return;
   const bool was_live = m.state == member_state::alive;
-  m = member_info{u.address.empty() ? m.address : u.address, u.incarnation, member_state::alive,
-                  now_us};
+  m = member_info{
+      u.address.empty() ? m.address : u.address, u.incarnation, member_state::alive, now_us, {}};
   suspicions_.erase(u.id);
   queue({u.id, m.address, u.incarnation, member_state::alive, {}});
   if (!was_live) emit(membership_event::kind::alive_again, u.id, out);
@@ -236,6 +239,7 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   m.state = member_state::suspect;
   m.incarnation = u.incarnation;
   m.since_us = now_us;
+  m.accuser = u.accuser;
   const std::size_t n = alive_count();
   suspicion s;
   s.start_us = now_us;
@@ -243,7 +247,8 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   // Confirmations can come only from members other than the suspect and the first accuser.
   s.expected =
       static_cast<std::uint32_t>(std::min<std::size_t>(cfg_.indirect_probes, n > 2 ? n - 2 : 0));
-  const double rounds = std::max(1.0, std::log10(static_cast<double>(n)));
+  const double rounds = std::max(
+      1.0, detail::deterministic_log(static_cast<double>(n)) / detail::deterministic_log(10.0));
   s.min_us = static_cast<time_us>(cfg_.suspicion_multiplier * rounds *
                                   static_cast<double>(cfg_.probe_interval_us));
   s.max_us = s.min_us * cfg_.suspicion_max_factor;
@@ -266,6 +271,7 @@ void membership::on_dead(const member_update& u, const node_key& from, time_us n
   m.state = left ? member_state::left : member_state::dead;
   m.incarnation = u.incarnation;
   m.since_us = now_us;
+  m.accuser = u.accuser;
   suspicions_.erase(u.id);
   queue({u.id, "", u.incarnation, m.state, u.accuser});
   emit(left ? membership_event::kind::left : membership_event::kind::failed, u.id, out);
@@ -291,36 +297,60 @@ void membership::merge(const std::vector<member_update>& rows, const node_key& f
 // ---- dissemination ---------------------------------------------------------------------------
 
 void membership::queue(member_update u) {
-  auto same = std::find_if(broadcasts_.begin(), broadcasts_.end(),
-                           [&](const broadcast& b) { return b.update.id == u.id; });
-  if (same != broadcasts_.end()) {
-    *same = broadcast{std::move(u), 0};
-  } else {
-    broadcasts_.push_back(broadcast{std::move(u), 0});
+  if (auto it = pending_.find(u.id); it != pending_.end()) {
+    send_order_.erase(it->second.second);
+    pending_.erase(it);
+  } else if (pending_.size() >= cfg_.broadcasts_max) {
+    const queued most_sent = *std::prev(send_order_.end());
+    send_order_.erase(std::prev(send_order_.end()));
+    pending_.erase(most_sent.id);
   }
+  const queued q{0, next_order_++, u.id};
+  send_order_.insert(q);
+  pending_.emplace(u.id, std::pair{std::move(u), q});
 }
 
 std::vector<member_update> membership::piggyback() {
   const std::uint32_t limit = cfg_.retransmit_multiplier * log10_rounds(members_.size() + 1);
-  // The least-sent first; ties in queue order, so the choice is deterministic.
-  std::stable_sort(
-      broadcasts_.begin(), broadcasts_.end(),
-      [](const broadcast& a, const broadcast& b) { return a.transmits < b.transmits; });
   std::vector<member_update> out;
-  for (auto& b : broadcasts_) {
-    if (out.size() == cfg_.updates_per_message_max) break;
-    out.push_back(b.update);
-    ++b.transmits;
+  std::vector<queued> sent;
+  for (auto it = send_order_.begin();
+       it != send_order_.end() && out.size() < cfg_.updates_per_message_max;) {
+    out.push_back(pending_.at(it->id).first);
+    sent.push_back(*it);
+    it = send_order_.erase(it);
   }
-  std::erase_if(broadcasts_, [&](const broadcast& b) { return b.transmits >= limit; });
+  for (queued q : sent) {
+    if (++q.transmits >= limit) {
+      pending_.erase(q.id);
+    } else {
+      pending_.at(q.id).second = q;
+      send_order_.insert(q);
+    }
+  }
   return out;
+}
+
+// Lifeguard's buddy system: a ping to a member we suspect carries the suspicion itself, so the
+// member learns of it at once and can refute it before the timeout, instead of waiting for the
+// rumour to reach it by chance.
+std::vector<member_update> membership::updates_for(const node_key& target) {
+  std::vector<member_update> updates = piggyback();
+  auto it = members_.find(target);
+  if (it != members_.end() && it->second.state == member_state::suspect) {
+    const member_update accusation{target, "", it->second.incarnation, member_state::suspect,
+                                   cfg_.self};
+    if (updates.size() == cfg_.updates_per_message_max) updates.pop_back();
+    updates.insert(updates.begin(), accusation);
+  }
+  return updates;
 }
 
 std::vector<member_update> membership::full_state() const {
   std::vector<member_update> rows{self_update()};
-  // Our suspicions and deaths are our own accusations.
+  // A suspicion travels with its original accuser: relaying a rumour is not a confirmation.
   for (const auto& [id, m] : members_)
-    rows.push_back({id, m.address, m.incarnation, m.state, cfg_.self});
+    rows.push_back({id, m.address, m.incarnation, m.state, m.accuser});
   return rows;
 }
 
@@ -337,7 +367,7 @@ void membership::start_probe(time_us now_us, membership_sink& out) {
   p.give_up_at_us = now_us + scaled(cfg_.probe_interval_us);
   probe_ = p;
   ++stats_.probes;
-  out.send(to(p.target), swim::ping{p.seq, p.target, piggyback()});
+  out.send(to(p.target), swim::ping{p.seq, p.target, updates_for(p.target)});
 }
 
 void membership::finish_probe(time_us now_us, membership_sink& out) {
@@ -378,8 +408,9 @@ void membership::check_relays(time_us now_us, membership_sink& out) {
 
 time_us membership::suspicion_timeout(const suspicion& s) const noexcept {
   if (s.expected == 0) return s.min_us;
-  const double fraction = std::log(static_cast<double>(s.confirmations.size()) + 1.0) /
-                          std::log(static_cast<double>(s.expected) + 1.0);
+  const double fraction =
+      detail::deterministic_log(static_cast<double>(s.confirmations.size()) + 1.0) /
+      detail::deterministic_log(static_cast<double>(s.expected) + 1.0);
   const auto t = static_cast<time_us>(static_cast<double>(s.max_us) -
                                       static_cast<double>(s.max_us - s.min_us) * fraction);
   return std::max(t, s.min_us);

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -127,6 +128,7 @@ struct membership_config {
   std::size_t members_max = 65536;             // table size; joins beyond it are refused
   std::size_t updates_per_message_max = 16;    // piggybacked updates per ping / ack
   std::size_t pending_relays_max = 1024;       // ping_req relays in flight
+  std::size_t broadcasts_max = 1024;           // updates waiting to be piggybacked
   std::uint64_t seed = 0;
 };
 
@@ -146,6 +148,7 @@ struct member_info {
   std::uint64_t incarnation = 0;
   member_state state = member_state::alive;
   time_us since_us = 0;
+  node_key accuser;  // suspect, dead: who first accused (passed on in push-pull rows)
 };
 
 class membership {
@@ -196,9 +199,21 @@ class membership {
     std::uint32_t expected = 0;
     time_us min_us = 0, max_us = 0;
   };
-  struct broadcast {
-    member_update update;
+  // The broadcast queue (memberlist's TransmitLimitedQueue): one pending update per member,
+  // sent least-transmitted first and, among equals, newest first, so that fresh news is never
+  // stuck behind a backlog. Bounded: when full, the most-transmitted entry goes (push-pull
+  // repairs what piggybacking drops).
+  struct queued {
     std::uint32_t transmits = 0;
+    std::uint64_t order = 0;  // larger is newer
+    node_key id;
+    friend auto operator<=>(const queued&, const queued&) = default;
+  };
+  struct queued_first {
+    bool operator()(const queued& a, const queued& b) const noexcept {
+      if (a.transmits != b.transmits) return a.transmits < b.transmits;
+      return a.order > b.order;
+    }
   };
 
   void apply(const member_update& u, const node_key& from, time_us now_us, membership_sink& out);
@@ -209,6 +224,7 @@ class membership {
   void refute(std::uint64_t accused_incarnation);
   void queue(member_update u);
   std::vector<member_update> piggyback();
+  std::vector<member_update> updates_for(const node_key& target);
   std::vector<member_update> full_state() const;
   void merge(const std::vector<member_update>& rows, const node_key& from, time_us now_us,
              membership_sink& out);
@@ -236,7 +252,9 @@ class membership {
   bool leaving_ = false;
   std::map<node_key, member_info> members_;
   std::map<node_key, suspicion> suspicions_;
-  std::vector<broadcast> broadcasts_;
+  std::map<node_key, std::pair<member_update, queued>> pending_;
+  std::set<queued, queued_first> send_order_;
+  std::uint64_t next_order_ = 0;
   std::vector<node_key> probe_order_;
   std::size_t probe_index_ = 0;
   std::optional<probe_state> probe_;

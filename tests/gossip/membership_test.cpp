@@ -10,6 +10,7 @@
 
 #include <doctest/doctest.h>
 
+#include "gossip/detail/log.hpp"
 #include "gossip/rng.hpp"
 
 namespace mws::gossip {
@@ -327,6 +328,15 @@ TEST_CASE("membership: the same seed replays the same events; another seed diffe
   };
   CHECK(run(11) == run(11));
   CHECK(run(11) != run(12));
+}
+
+TEST_CASE("deterministic_log agrees with std::log to 1e-15") {
+  for (double x : {1e-300, 0.001, 0.5, 0.7071, 1.0, 1.5, 2.0, 10.0, 16.0, 1e6, 123456.789, 1e300}) {
+    CAPTURE(x);
+    CHECK(std::abs(detail::deterministic_log(x) - std::log(x)) <=
+          1e-15 * std::max(1.0, std::abs(std::log(x))));
+  }
+  CHECK(detail::deterministic_log(1.0) == 0.0);
 }
 
 }  // namespace
