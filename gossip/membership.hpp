@@ -1,0 +1,270 @@
+// SWIM membership with the Lifeguard refinements, as a sans-I/O state machine.
+//
+// Who is in the mesh: each node probes one member per period (randomised round-robin), asks k
+// others to probe indirectly when the direct probe goes unanswered, suspects a member that
+// neither answers, and declares it dead when the suspicion is not refuted in time. A member
+// refutes a suspicion by raising its incarnation number. Changes spread by piggybacking on
+// probes and acks, and a periodic push-pull exchange of the whole table repairs what
+// piggybacking missed (Das et al. 2002; HashiCorp memberlist).
+//
+// Lifeguard (Dadgar et al. 2018): a local health score (0..awareness_max-1) stretches this
+// node's probe period and timeouts when it misses acks or nacks, so a struggling node slows
+// down instead of accusing healthy ones; suspicion timeouts start long and shrink with each
+// independent confirmation; intermediaries send a nack when the target stays silent, so the
+// prober can tell its own trouble from the target's.
+//
+// Healing: nodes that only probe live members never rediscover the other side of a healed
+// partition. This machine keeps re-dialling its seeds and recently dead members with push-pull
+// joins, so partitions heal with no operator.
+//
+// Identity: members are named by their node_key (the transport's public key); the address is
+// how to dial them, opaque here. Driven by one thread; time and randomness are injected, like
+// every state machine of gossip/ (see node.hpp).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <boost/system/error_code.hpp>
+
+#include "gossip/rng.hpp"
+#include "gossip/types.hpp"
+
+namespace mws::gossip {
+
+// A member's identity: its 32-byte public key.
+struct node_key {
+  std::array<std::uint8_t, 32> bytes{};
+  friend constexpr auto operator<=>(const node_key&, const node_key&) = default;
+};
+
+enum class member_state : std::uint8_t { alive = 0, suspect = 1, dead = 2, left = 3 };
+
+inline constexpr std::size_t max_address_bytes = 256;
+
+// One row of a member table, as it travels in updates and push-pull.
+struct member_update {
+  node_key id;
+  std::string address;  // empty in suspect/dead updates
+  std::uint64_t incarnation = 0;
+  member_state state = member_state::alive;
+  // suspect and dead: who accused. Suspicions shrink only with confirmations from distinct
+  // accusers, not with every relay of one rumour.
+  node_key accuser;
+  friend bool operator==(const member_update&, const member_update&) = default;
+};
+
+namespace swim {
+
+struct ping {
+  std::uint32_t seq = 0;
+  node_key target;  // a node that is not the target ignores the ping (it was meant for another)
+  std::vector<member_update> updates;
+};
+struct ack {
+  std::uint32_t seq = 0;
+  std::vector<member_update> updates;
+};
+struct ping_req {
+  std::uint32_t seq = 0;
+  member_update target;  // id and address of the member to probe
+};
+struct nack {
+  std::uint32_t seq = 0;
+};
+struct push_pull {
+  bool join = false;   // a (re)joining node: the receiver answers even if it knows the sender
+  bool reply = false;  // an answer: not answered again
+  std::vector<member_update> members;
+};
+
+using message = std::variant<ping, ack, ping_req, nack, push_pull>;
+
+}  // namespace swim
+
+struct membership_event {
+  enum class kind : std::uint8_t { joined, suspected, alive_again, failed, left };
+  kind what = kind::joined;
+  node_key id;
+  std::string address;
+};
+
+// Where a message goes: a known member (by key, with its address for dialling), or a seed
+// address whose key is not known yet.
+struct destination {
+  std::optional<node_key> id;
+  std::string address;
+};
+
+class membership_sink {
+ public:
+  virtual ~membership_sink() = default;
+  virtual void send(const destination& to, swim::message msg) = 0;
+  virtual void arm_timer(time_us at_us) = 0;
+  virtual void on_event(const membership_event& e) = 0;
+};
+
+struct membership_config {
+  node_key self;
+  std::string self_address;
+  std::vector<std::string> seeds;  // addresses to join through and to keep re-dialling
+
+  time_us probe_interval_us = 1'000'000;
+  time_us probe_timeout_us = 500'000;
+  std::uint32_t indirect_probes = 3;        // k
+  std::uint32_t suspicion_multiplier = 4;   // min suspicion = mult * log10(n) * probe interval
+  std::uint32_t suspicion_max_factor = 6;   // max suspicion = factor * min suspicion
+  std::uint32_t retransmit_multiplier = 4;  // an update rides mult * ceil(log10(n + 1)) messages
+  std::uint32_t awareness_max = 8;          // Lifeguard local health levels
+  time_us push_pull_interval_us = 30'000'000;
+  time_us reconnect_interval_us = 10'000'000;  // re-dial a seed and a recently dead member
+  time_us dead_retention_us = 600'000'000;     // forget dead members after this
+  std::size_t members_max = 65536;             // table size; joins beyond it are refused
+  std::size_t updates_per_message_max = 16;    // piggybacked updates per ping / ack
+  std::size_t pending_relays_max = 1024;       // ping_req relays in flight
+  std::size_t broadcasts_max = 1024;           // updates waiting to be piggybacked
+  std::uint64_t seed = 0;
+};
+
+struct membership_stats {
+  std::uint64_t probes = 0;
+  std::uint64_t probes_failed = 0;  // neither direct nor indirect ack
+  std::uint64_t indirect_probes = 0;
+  std::uint64_t nacks_received = 0;
+  std::uint64_t refutations = 0;  // times this node raised its incarnation
+  std::uint64_t push_pulls = 0;
+  std::uint64_t refused = 0;  // messages or rows refused (bounds, malformed)
+  std::uint32_t awareness = 0;
+};
+
+struct member_info {
+  std::string address;
+  std::uint64_t incarnation = 0;
+  member_state state = member_state::alive;
+  time_us since_us = 0;
+  node_key accuser;  // suspect, dead: who first accused (passed on in push-pull rows)
+};
+
+class membership {
+ public:
+  explicit membership(membership_config cfg);
+
+  // Arms the first timers and sends join push-pulls to the seeds.
+  void start(time_us now_us, membership_sink& out);
+
+  // A message from `from` (authenticated by the transport). Malformed or over-bound content is
+  // counted and dropped; nothing here throws or grows without bound.
+  void on_message(const node_key& from, const swim::message& msg, time_us now_us,
+                  membership_sink& out);
+
+  void on_tick(time_us now_us, membership_sink& out);
+
+  // Announces a graceful leave (a dead update about ourselves); keep ticking briefly so it
+  // spreads.
+  void leave(time_us now_us, membership_sink& out);
+
+  // Members other than self, with their states (dead and left ones until they are forgotten).
+  const std::map<node_key, member_info>& members() const noexcept { return members_; }
+  std::size_t alive_count() const noexcept;  // self included
+  std::uint64_t incarnation() const noexcept { return incarnation_; }
+  const membership_stats& stats() const noexcept { return stats_; }
+  const membership_config& settings() const noexcept { return cfg_; }
+
+ private:
+  struct probe_state {
+    node_key target;
+    std::uint32_t seq = 0;
+    time_us indirect_at_us = 0;  // no ack by then: ask k others
+    time_us give_up_at_us = 0;   // no ack by then: suspect
+    bool indirect_sent = false;
+    std::uint32_t nacks_expected = 0;
+    std::uint32_t nacks_received = 0;
+    bool acked = false;
+  };
+  struct relay {
+    node_key origin;
+    std::uint32_t origin_seq = 0;
+    time_us nack_at_us = 0;
+  };
+  struct suspicion {
+    time_us start_us = 0;
+    node_key first_accuser;
+    std::vector<node_key> confirmations;
+    std::uint32_t expected = 0;
+    time_us min_us = 0, max_us = 0;
+  };
+  // The broadcast queue (memberlist's TransmitLimitedQueue): one pending update per member,
+  // sent least-transmitted first and, among equals, newest first, so that fresh news is never
+  // stuck behind a backlog. Bounded: when full, the most-transmitted entry goes (push-pull
+  // repairs what piggybacking drops).
+  struct queued {
+    std::uint32_t transmits = 0;
+    std::uint64_t order = 0;  // larger is newer
+    node_key id;
+    friend auto operator<=>(const queued&, const queued&) = default;
+  };
+  struct queued_first {
+    bool operator()(const queued& a, const queued& b) const noexcept {
+      if (a.transmits != b.transmits) return a.transmits < b.transmits;
+      return a.order > b.order;
+    }
+  };
+
+  void apply(const member_update& u, const node_key& from, time_us now_us, membership_sink& out);
+  void on_alive(const member_update& u, time_us now_us, membership_sink& out);
+  void on_suspect(const member_update& u, const node_key& from, time_us now_us,
+                  membership_sink& out);
+  void on_dead(const member_update& u, const node_key& from, time_us now_us, membership_sink& out);
+  void refute(std::uint64_t accused_incarnation);
+  void queue(member_update u);
+  std::vector<member_update> piggyback();
+  std::vector<member_update> updates_for(const node_key& target);
+  std::vector<member_update> full_state() const;
+  void merge(const std::vector<member_update>& rows, const node_key& from, time_us now_us,
+             membership_sink& out);
+
+  void start_probe(time_us now_us, membership_sink& out);
+  void finish_probe(time_us now_us, membership_sink& out);
+  void check_suspicions(time_us now_us, membership_sink& out);
+  void check_relays(time_us now_us, membership_sink& out);
+  void push_pull_with_random_member(time_us now_us, membership_sink& out);
+  void reconnect(time_us now_us, membership_sink& out);
+  void forget_old_dead(time_us now_us);
+  void adjust_awareness(int delta);
+  time_us scaled(time_us base) const noexcept;
+  time_us suspicion_timeout(const suspicion& s) const noexcept;
+  std::optional<node_key> next_probe_target();
+  std::vector<node_key> random_alive_members(std::size_t count, const node_key& except);
+  destination to(const node_key& id) const;
+  member_update self_update() const;
+  void emit(membership_event::kind k, const node_key& id, membership_sink& out) const;
+  void rearm(time_us now_us, membership_sink& out);
+
+  membership_config cfg_;
+  rng rng_;
+  std::uint64_t incarnation_ = 0;
+  bool leaving_ = false;
+  std::map<node_key, member_info> members_;
+  std::map<node_key, suspicion> suspicions_;
+  std::map<node_key, std::pair<member_update, queued>> pending_;
+  std::set<queued, queued_first> send_order_;
+  std::uint64_t next_order_ = 0;
+  std::vector<node_key> probe_order_;
+  std::size_t probe_index_ = 0;
+  std::optional<probe_state> probe_;
+  std::map<std::uint32_t, relay> relays_;  // by the seq of our relayed ping
+  std::uint32_t next_seq_ = 1;
+  time_us next_probe_us_ = 0;
+  time_us next_push_pull_us_ = 0;
+  time_us next_reconnect_us_ = 0;
+  time_us armed_for_us_ = -1;  // the earliest timer asked of the driver and not yet due
+  membership_stats stats_;
+};
+
+}  // namespace mws::gossip

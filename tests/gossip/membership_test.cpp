@@ -1,0 +1,343 @@
+#include "gossip/membership.hpp"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <queue>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "gossip/detail/log.hpp"
+#include "gossip/rng.hpp"
+
+namespace mws::gossip {
+namespace {
+
+constexpr time_us ms = 1000;
+constexpr time_us s = 1000 * ms;
+
+node_key key_of(std::size_t i) {
+  node_key k;
+  k.bytes[0] = static_cast<std::uint8_t>(i & 0xff);
+  k.bytes[1] = static_cast<std::uint8_t>(i >> 8);
+  k.bytes[31] = 1;
+  return k;
+}
+
+std::string address_of(std::size_t i) {
+  return "n" + std::to_string(i);
+}
+
+// A deterministic network of membership machines: one event queue ordered by (time, sequence),
+// uniform latency, loss, partitions and crashes. Mirrors what the simulator does, in miniature.
+class swim_mesh {
+ public:
+  struct options {
+    std::size_t nodes = 8;
+    std::vector<std::string> seeds = {"n0"};
+    double loss = 0.0;
+    time_us latency_min_us = 1 * ms, latency_max_us = 5 * ms;
+    std::size_t members_max = 65536;
+    std::uint64_t seed = 1;
+  };
+
+  explicit swim_mesh(options o) : o_(std::move(o)), rng_(o_.seed) {
+    for (std::size_t i = 0; i < o_.nodes; ++i) {
+      membership_config c;
+      c.self = key_of(i);
+      c.self_address = address_of(i);
+      c.seeds = o_.seeds;
+      c.members_max = o_.members_max;
+      c.seed = o_.seed * 1000 + i;
+      nodes_.push_back(std::make_unique<membership>(c));
+      sinks_.push_back(std::make_unique<sink>(*this, i));
+      index_[c.self] = i;
+    }
+  }
+
+  void start_all(time_us at = 0) {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      nodes_[i]->start(at + static_cast<time_us>(i) * 10 * ms, *sinks_[i]);
+    now_ = at;
+  }
+
+  void run_until(time_us t) {
+    while (!queue_.empty() && queue_.top().at <= t) {
+      event e = queue_.top();
+      queue_.pop();
+      now_ = e.at;
+      if (crashed_.count(e.node)) continue;
+      if (e.msg) {
+        nodes_[e.node]->on_message(key_of(e.from), *e.msg, now_, *sinks_[e.node]);
+      } else {
+        nodes_[e.node]->on_tick(now_, *sinks_[e.node]);
+      }
+    }
+    now_ = t;
+  }
+
+  void crash(std::size_t i) { crashed_.insert(i); }
+  void partition(std::function<bool(std::size_t, std::size_t)> blocked) {
+    blocked_ = std::move(blocked);
+  }
+  void heal() { blocked_ = nullptr; }
+
+  membership& node(std::size_t i) { return *nodes_[i]; }
+  void leave(std::size_t i) { nodes_[i]->leave(now_, *sinks_[i]); }
+  std::size_t size() const { return nodes_.size(); }
+  time_us now() const { return now_; }
+
+  // The state node i holds about node j (alive for itself).
+  member_state view(std::size_t i, std::size_t j) const {
+    if (i == j) return member_state::alive;
+    const auto& m = nodes_[i]->members();
+    auto it = m.find(key_of(j));
+    return it == m.end() ? member_state::dead : it->second.state;
+  }
+  bool knows(std::size_t i, std::size_t j) const {
+    return nodes_[i]->members().count(key_of(j)) > 0;
+  }
+
+  // Every node not crashed sees every node in `live` alive and every node in `gone` as `state`.
+  bool converged(const std::set<std::size_t>& gone = {},
+                 member_state state = member_state::dead) const {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (crashed_.count(i) || gone.count(i)) continue;
+      for (std::size_t j = 0; j < nodes_.size(); ++j) {
+        const member_state want = gone.count(j) ? state : member_state::alive;
+        if (view(i, j) != want || (gone.count(j) == 0 && i != j && !knows(i, j))) return false;
+      }
+    }
+    return true;
+  }
+
+  std::vector<std::string> log;  // every event, for determinism checks
+  std::map<membership_event::kind, std::size_t> event_counts;
+
+ private:
+  struct event {
+    time_us at;
+    std::uint64_t seq;
+    std::size_t node;
+    std::size_t from;
+    std::shared_ptr<swim::message> msg;  // null: a timer
+    bool operator>(const event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+  };
+
+  struct sink final : membership_sink {
+    sink(swim_mesh& m, std::size_t i) : mesh(m), self(i) {}
+    void send(const destination& to, swim::message msg) override {
+      std::size_t dst;
+      if (to.id) {
+        dst = mesh.index_.at(*to.id);
+      } else {
+        dst = std::stoul(to.address.substr(1));
+      }
+      mesh.deliver(self, dst, std::move(msg));
+    }
+    void arm_timer(time_us at) override { mesh.push({at, mesh.seq_++, self, self, nullptr}); }
+    void on_event(const membership_event& e) override {
+      ++mesh.event_counts[e.what];
+      mesh.log.push_back(std::to_string(mesh.now_) + " " + std::to_string(self) + " " +
+                         std::to_string(static_cast<int>(e.what)) + " " +
+                         std::to_string(mesh.index_.at(e.id)));
+    }
+    swim_mesh& mesh;
+    std::size_t self;
+  };
+
+  void push(event e) { queue_.push(std::move(e)); }
+
+  void deliver(std::size_t from, std::size_t to, swim::message msg) {
+    if (crashed_.count(from) || crashed_.count(to) || (blocked_ && blocked_(from, to))) return;
+    if (o_.loss > 0 && rng_.unit() < o_.loss) return;
+    const auto span = static_cast<std::uint64_t>(o_.latency_max_us - o_.latency_min_us + 1);
+    const time_us latency = o_.latency_min_us + static_cast<time_us>(rng_.below(span));
+    push({now_ + latency, seq_++, to, from, std::make_shared<swim::message>(std::move(msg))});
+  }
+
+  options o_;
+  rng rng_;
+  std::vector<std::unique_ptr<membership>> nodes_;
+  std::vector<std::unique_ptr<sink>> sinks_;
+  std::map<node_key, std::size_t> index_;
+  std::priority_queue<event, std::vector<event>, std::greater<>> queue_;
+  std::set<std::size_t> crashed_;
+  std::function<bool(std::size_t, std::size_t)> blocked_;
+  std::uint64_t seq_ = 0;
+  time_us now_ = 0;
+};
+
+// Runs until `done` holds, in steps of 100 ms, up to `limit`; returns the virtual time it took.
+time_us run_until_true(swim_mesh& mesh, time_us limit, const std::function<bool()>& done) {
+  const time_us start = mesh.now();
+  while (!done()) {
+    if (mesh.now() - start > limit) return -1;
+    mesh.run_until(mesh.now() + 100 * ms);
+  }
+  return mesh.now() - start;
+}
+
+TEST_CASE("membership: 20 nodes joining through one seed all see each other alive") {
+  swim_mesh mesh({.nodes = 20});
+  mesh.start_all();
+  const time_us took = run_until_true(mesh, 60 * s, [&] { return mesh.converged(); });
+  INFO("seed 1, took " << took << " us");
+  CHECK(took >= 0);
+  CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
+  CHECK(mesh.event_counts[membership_event::kind::suspected] == 0);
+}
+
+TEST_CASE("membership: a crashed node is declared dead everywhere, and no one else is") {
+  swim_mesh mesh({.nodes = 16, .seed = 2});
+  mesh.start_all();
+  REQUIRE(run_until_true(mesh, 60 * s, [&] { return mesh.converged(); }) >= 0);
+  mesh.crash(7);
+  const time_us took = run_until_true(mesh, 120 * s, [&] { return mesh.converged({7}); });
+  INFO("seed 2, detection took " << took << " us");
+  CHECK(took >= 0);
+  // Probe period 1 s, suspicion at most 6 x 4 x log10(16) s: detection within a minute.
+  CHECK(took <= 60 * s);
+  CHECK(mesh.event_counts[membership_event::kind::failed] == 15);
+}
+
+TEST_CASE("membership: a falsely suspected node refutes with a higher incarnation") {
+  swim_mesh mesh({.nodes = 8, .seed = 3});
+  mesh.start_all();
+  REQUIRE(run_until_true(mesh, 60 * s, [&] { return mesh.converged(); }) >= 0);
+  // Node 1 tells node 0 that node 3 is suspect (as a confused prober would).
+  swim::push_pull rumour{false, true, {{key_of(3), "", 0, member_state::suspect, key_of(1)}}};
+  struct null_sink final : membership_sink {
+    void send(const destination&, swim::message) override {}
+    void arm_timer(time_us) override {}
+    void on_event(const membership_event&) override {}
+  } quiet;
+  mesh.node(0).on_message(key_of(1), rumour, mesh.now(), quiet);
+  CHECK(mesh.view(0, 3) == member_state::suspect);
+  const time_us took = run_until_true(mesh, 30 * s, [&] {
+    return mesh.converged() && mesh.node(0).members().at(key_of(3)).incarnation >= 1;
+  });
+  CHECK(took >= 0);
+  CHECK(mesh.node(3).incarnation() >= 1);
+  CHECK(mesh.node(3).stats().refutations >= 1);
+  CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
+}
+
+TEST_CASE("membership: both sides of a healed partition find each other again") {
+  swim_mesh mesh({.nodes = 12, .seed = 4});
+  mesh.start_all();
+  REQUIRE(run_until_true(mesh, 60 * s, [&] { return mesh.converged(); }) >= 0);
+  auto side = [](std::size_t i) { return i < 6; };
+  mesh.partition([&](std::size_t a, std::size_t b) { return side(a) != side(b); });
+  mesh.run_until(mesh.now() + 180 * s);
+  // Each side has declared the other dead.
+  CHECK(mesh.view(0, 11) == member_state::dead);
+  CHECK(mesh.view(11, 0) == member_state::dead);
+  mesh.heal();
+  const time_us took = run_until_true(mesh, 120 * s, [&] { return mesh.converged(); });
+  INFO("seed 4, healing took " << took << " us");
+  CHECK(took >= 0);
+}
+
+TEST_CASE("membership: 10% message loss causes no false deaths (indirect probes, Lifeguard)") {
+  swim_mesh mesh({.nodes = 24, .loss = 0.10, .seed = 5});
+  mesh.start_all();
+  REQUIRE(run_until_true(mesh, 90 * s, [&] { return mesh.converged(); }) >= 0);
+  mesh.run_until(mesh.now() + 300 * s);
+  CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
+  // Suspicions come and go under loss; none may have turned into a death.
+  std::size_t not_live = 0;
+  for (std::size_t i = 0; i < mesh.size(); ++i) {
+    for (std::size_t j = 0; j < mesh.size(); ++j) {
+      const member_state v = mesh.view(i, j);
+      not_live += v != member_state::alive && v != member_state::suspect;
+    }
+  }
+  CHECK(not_live == 0);
+  CHECK(mesh.event_counts[membership_event::kind::suspected] > 0);  // the loss did bite
+}
+
+TEST_CASE("membership: a graceful leave shows as left, not failed") {
+  swim_mesh mesh({.nodes = 6, .seed = 6});
+  mesh.start_all();
+  REQUIRE(run_until_true(mesh, 60 * s, [&] { return mesh.converged(); }) >= 0);
+  mesh.leave(5);
+  mesh.run_until(mesh.now() + 2 * s);
+  mesh.crash(5);  // it stops after announcing
+  const time_us took =
+      run_until_true(mesh, 30 * s, [&] { return mesh.converged({5}, member_state::left); });
+  CHECK(took >= 0);
+  CHECK(mesh.event_counts[membership_event::kind::left] == 5);
+  CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
+}
+
+TEST_CASE("membership: tables, piggybacks and relays stay within their bounds") {
+  swim_mesh mesh({.nodes = 10, .members_max = 4, .seed = 7});
+  mesh.start_all();
+  mesh.run_until(30 * s);
+  for (std::size_t i = 0; i < mesh.size(); ++i)
+    CHECK(mesh.node(i).members().size() <= 4);
+  CHECK(mesh.node(0).stats().refused > 0);
+
+  membership_config lone_config;
+  lone_config.self = key_of(0);
+  lone_config.self_address = "n0";
+  lone_config.seed = 9;
+  membership lone(lone_config);
+  struct counting_sink final : membership_sink {
+    void send(const destination&, swim::message) override { ++sent; }
+    void arm_timer(time_us) override {}
+    void on_event(const membership_event&) override { ++events; }
+    int sent = 0, events = 0;
+  } out;
+  lone.start(0, out);
+  // Too many piggybacked updates: the whole message is refused, nothing is answered.
+  swim::ping flood{
+      1, key_of(0),
+      std::vector<member_update>(17, member_update{key_of(9), "n9", 0, member_state::alive, {}})};
+  lone.on_message(key_of(1), flood, 1, out);
+  CHECK(out.sent == 0);
+  CHECK(lone.members().empty());
+  // A ping meant for another node is refused too.
+  lone.on_message(key_of(1), swim::ping{2, key_of(5), {}}, 2, out);
+  CHECK(out.sent == 0);
+  // An address longer than the bound is refused row by row.
+  lone.on_message(
+      key_of(1),
+      swim::push_pull{
+          false, true, {{key_of(9), std::string(300, 'x'), 0, member_state::alive, {}}}},
+      3, out);
+  CHECK(lone.members().empty());
+  CHECK(lone.stats().refused == 3);
+  // A valid ping is answered with an ack.
+  lone.on_message(key_of(1), swim::ping{3, key_of(0), {}}, 4, out);
+  CHECK(out.sent == 1);
+}
+
+TEST_CASE("membership: the same seed replays the same events; another seed differs") {
+  auto run = [](std::uint64_t seed) {
+    swim_mesh mesh({.nodes = 10, .loss = 0.05, .seed = seed});
+    mesh.start_all();
+    mesh.run_until(20 * s);
+    mesh.crash(4);
+    mesh.run_until(80 * s);
+    return mesh.log;
+  };
+  CHECK(run(11) == run(11));
+  CHECK(run(11) != run(12));
+}
+
+TEST_CASE("deterministic_log agrees with std::log to 1e-15") {
+  for (double x : {1e-300, 0.001, 0.5, 0.7071, 1.0, 1.5, 2.0, 10.0, 16.0, 1e6, 123456.789, 1e300}) {
+    CAPTURE(x);
+    CHECK(std::abs(detail::deterministic_log(x) - std::log(x)) <=
+          1e-15 * std::max(1.0, std::abs(std::log(x))));
+  }
+  CHECK(detail::deterministic_log(1.0) == 0.0);
+}
+
+}  // namespace
+}  // namespace mws::gossip
