@@ -134,7 +134,7 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
   check_suspicions(now_us, out);
   if (now_us >= next_push_pull_us_) {
     push_pull_with_random_member(now_us, out);
-    next_push_pull_us_ = now_us + cfg_.push_pull_interval_us;
+    next_push_pull_us_ = now_us + push_pull_interval();
   }
   if (now_us >= next_reconnect_us_) {
     reconnect(now_us, out);
@@ -487,6 +487,15 @@ void membership::adjust_awareness(int delta) {
   const int max = static_cast<int>(cfg_.awareness_max) - 1;
   stats_.awareness =
       static_cast<std::uint32_t>(std::clamp(static_cast<int>(stats_.awareness) + delta, 0, max));
+}
+
+// A full push-pull costs O(members) on both sides, so big meshes do it less often, as memberlist
+// does: the interval grows by one step per doubling of the mesh beyond 32 members.
+time_us membership::push_pull_interval() const noexcept {
+  time_us factor = 1;
+  for (std::size_t n = members_.size() + 1; n > 32; n /= 2)
+    ++factor;
+  return cfg_.push_pull_interval_us * std::max<time_us>(1, factor - 1);
 }
 
 time_us membership::scaled(time_us base) const noexcept {

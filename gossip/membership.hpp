@@ -238,6 +238,7 @@ class membership {
   void forget_old_dead(time_us now_us);
   void adjust_awareness(int delta);
   time_us scaled(time_us base) const noexcept;
+  time_us push_pull_interval() const noexcept;
   time_us suspicion_timeout(const suspicion& s) const noexcept;
   std::optional<node_key> next_probe_target();
   std::vector<node_key> random_alive_members(std::size_t count, const node_key& except);
