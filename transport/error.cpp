@@ -66,6 +66,8 @@ class transport_error_category final : public boost::system::error_category {
         return "connection idle for too long";
       case errc::closed:
         return "connection closed";
+      case errc::connection_lost:
+        return "connection lost without a close frame";
       case errc::closed_by_peer:
         return "connection closed by the peer";
       case errc::injected_failure:

@@ -38,9 +38,10 @@ enum class errc {
   frame_truncated,    // the stream ended inside a frame
   window_violation,   // the peer sent more data than the window we granted
   // connection
-  idle_timeout,    // nothing received for the idle timeout
-  closed,          // this side closed the connection
-  closed_by_peer,  // the peer closed the connection gracefully
+  idle_timeout,     // nothing received for the idle timeout
+  closed,           // this side closed the connection
+  closed_by_peer,   // the peer closed the connection gracefully
+  connection_lost,  // the stream ended at a frame boundary without a close frame
   // tests
   injected_failure,  // the in-memory link failed an operation on purpose
 };
