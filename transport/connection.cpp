@@ -492,9 +492,11 @@ asio::awaitable<boost::system::result<connection>> finish_handshake(std::unique_
   asio::steady_timer deadline(l->get_executor());
   deadline.expires_after(config.handshake_timeout);
   link& raw = *l;
-  auto outcome =
-      co_await ((initiator ? run_initiator(raw, self, config) : run_responder(raw, self, config)) ||
-                deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+  // Named first: GCC 12 mishandles a conditional temporary inside a co_await expression.
+  asio::awaitable<boost::system::result<session>> steps =
+      initiator ? run_initiator(raw, self, config) : run_responder(raw, self, config);
+  auto outcome = co_await (std::move(steps) ||
+                           deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
   if (outcome.index() == 1) {
     l->close();
     co_return make_error_code(errc::handshake_timeout);
