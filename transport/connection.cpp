@@ -495,8 +495,8 @@ asio::awaitable<boost::system::result<connection>> finish_handshake(std::unique_
   // Named first: GCC 12 mishandles a conditional temporary inside a co_await expression.
   asio::awaitable<boost::system::result<session>> steps =
       initiator ? run_initiator(raw, self, config) : run_responder(raw, self, config);
-  auto outcome = co_await (std::move(steps) ||
-                           deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+  auto outcome =
+      co_await (std::move(steps) || deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
   if (outcome.index() == 1) {
     l->close();
     co_return make_error_code(errc::handshake_timeout);

@@ -4,12 +4,17 @@
 
 #include "transport/error.hpp"
 
+#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+#include <openssl/evp.h>
+#endif
+
 namespace mws::transport::detail {
 
 frame_cipher::frame_cipher(aead_kind kind, const aead_key& key, std::uint64_t rekey_after_frames,
-                           std::uint64_t rekey_after_bytes) noexcept
+                           std::uint64_t rekey_after_bytes, bool sealing) noexcept
     : kind_(kind),
       key_(key),
+      sealing_(sealing),
       rekey_after_frames_(rekey_after_frames),
       rekey_after_bytes_(rekey_after_bytes) {
   ensure_sodium();
@@ -24,7 +29,19 @@ frame_cipher::~frame_cipher() {
 }
 
 void frame_cipher::load_key() noexcept {
-  if (kind_ == aead_kind::aes256gcm) crypto_aead_aes256gcm_beforenm(&aes_, key_.data());
+  if (kind_ != aead_kind::aes256gcm) return;
+#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+  if (!evp_) {
+    evp_ = {EVP_CIPHER_CTX_new(), [](evp_cipher_ctx_st* c) { EVP_CIPHER_CTX_free(c); }};
+    MWS_ASSERT(evp_ != nullptr);
+    MWS_ASSERT(EVP_CipherInit_ex(evp_.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr,
+                                 sealing_ ? 1 : 0) == 1);
+  }
+  MWS_ASSERT(
+      EVP_CipherInit_ex(evp_.get(), nullptr, nullptr, key_.data(), nullptr, sealing_ ? 1 : 0) == 1);
+#else
+  crypto_aead_aes256gcm_beforenm(&aes_, key_.data());
+#endif
 }
 
 void frame_cipher::encrypt(const header_bytes& header, const std::uint8_t* plain,
@@ -35,6 +52,19 @@ void frame_cipher::encrypt(const header_bytes& header, const std::uint8_t* plain
   std::uint8_t empty = 0;
   if (size == 0) plain = cipher = &empty;
   if (kind_ == aead_kind::aes256gcm) {
+#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+    MWS_ASSERT(sealing_ && size <= INT32_MAX);
+    int len = 0;
+    EVP_CIPHER_CTX* c = evp_.get();
+    MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 1) == 1);
+    MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
+               1);
+    MWS_ASSERT(EVP_CipherUpdate(c, cipher, &len, plain, static_cast<int>(size)) == 1);
+    MWS_ASSERT(EVP_CipherFinal_ex(c, cipher + len, &len) == 1);
+    MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, static_cast<int>(tag_bytes), tag) == 1);
+    (void)tag_len;
+    return;
+#endif
     crypto_aead_aes256gcm_encrypt_detached_afternm(cipher, tag, &tag_len, plain, size,
                                                    header.data(), header.size(), nullptr,
                                                    nonce.data(), &aes_);
@@ -51,6 +81,26 @@ bool frame_cipher::decrypt(const header_bytes& header, std::uint8_t* data, std::
   std::uint8_t empty = 0;
   if (size == 0) data = &empty;
   if (kind_ == aead_kind::aes256gcm) {
+#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+    MWS_ASSERT(!sealing_ && size <= INT32_MAX);
+    int len = 0;
+    EVP_CIPHER_CTX* c = evp_.get();
+    std::array<std::uint8_t, tag_bytes> expected{};
+    std::memcpy(expected.data(), tag, tag_bytes);
+    MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 0) == 1);
+    MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
+               1);
+    MWS_ASSERT(EVP_CipherUpdate(c, data, &len, data, static_cast<int>(size)) == 1);
+    MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag_bytes),
+                                   expected.data()) == 1);
+    std::array<std::uint8_t, 16> tail{};
+    if (EVP_CipherFinal_ex(c, tail.data(), &len) != 1) {
+      // EVP decrypts before it checks; wipe what must never be read as plaintext.
+      sodium_memzero(data, size);
+      return false;
+    }
+    return true;
+#endif
     return crypto_aead_aes256gcm_decrypt_detached_afternm(data, nullptr, data, size, tag,
                                                           header.data(), header.size(),
                                                           nonce.data(), &aes_) == 0;

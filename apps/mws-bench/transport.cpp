@@ -27,6 +27,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -36,6 +37,7 @@
 
 #include "apps/mws-bench/commands.hpp"
 #include "transport/listener.hpp"
+#include "transport/memory_link.hpp"
 
 namespace mws::bench {
 namespace {
@@ -261,6 +263,36 @@ double mws_handshakes_per_second(const transport_options& o) {
   return rate;
 }
 
+// Both sides in one thread over an in-memory link: the CPU cost of a handshake, without the
+// scheduling delays of two processes on a loaded machine.
+double mws_handshakes_per_second_in_process(const transport_options& o) {
+  asio::io_context io;
+  const auto config = mws_config(o, true).connection;
+  const auto a = transport::identity::generate(), b = transport::identity::generate();
+  double rate = 0;
+  bool failed = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        using namespace asio::experimental::awaitable_operators;
+        const auto start = clock_type::now();
+        for (int i = 0; i < o.handshakes; ++i) {
+          auto [la, lb] = transport::make_memory_link_pair(io.get_executor());
+          auto [ca, cb] = co_await (transport::handshake_as_initiator(std::move(la), a, config) &&
+                                    transport::handshake_as_responder(std::move(lb), b, config));
+          if (!ca || !cb) {
+            failed = true;
+            co_return;
+          }
+        }
+        rate = o.handshakes / std::chrono::duration<double>(clock_type::now() - start).count();
+      },
+      asio::detached);
+  io.run();
+  if (failed) throw std::runtime_error("in-process handshake failed");
+  return rate;
+}
+
 // --- iperf3 -------------------------------------------------------------------------------------
 
 unsigned short free_port() {
@@ -421,6 +453,7 @@ void run_transport(const transport_options& o) {
     tls.push_back(tls_info.bytes_per_second);
   }
   const double hs = mws_handshakes_per_second(o);
+  const double hs_cpu = mws_handshakes_per_second_in_process(o);
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
 
@@ -444,7 +477,9 @@ void run_transport(const transport_options& o) {
               m_chacha / m_tcp);
   std::printf("\nmws / raw TCP: %.2f (goal >= 0.6)   mws / TLS: %.2f (goal >= 1.2)\n",
               best_mws / m_tcp, best_mws / m_tls);
-  std::printf("handshakes per second (TCP connect + handshake, sequential): %.0f\n", hs);
+  std::printf("handshakes per second (TCP connect + handshake, 2 processes, sequential): %.0f\n",
+              hs);
+  std::printf("handshakes per second (both sides in one thread, in-memory link): %.0f\n", hs_cpu);
 
   if (!o.json.empty()) {
     std::ostringstream j;
@@ -460,7 +495,8 @@ void run_transport(const transport_options& o) {
       << "\",\n  \"ratio_vs_tcp\": " << best_mws / m_tcp
       << ",\n  \"ratio_vs_tls\": " << best_mws / m_tls
       << ",\n  \"goal_ratio_vs_tcp\": 0.6,\n  \"goal_ratio_vs_tls\": 1.2,\n"
-      << "  \"handshakes_per_second\": " << hs << "\n}\n";
+      << "  \"handshakes_per_second\": " << hs
+      << ",\n  \"handshakes_per_second_in_process\": " << hs_cpu << "\n}\n";
     std::ofstream(o.json) << j.str();
   }
 }

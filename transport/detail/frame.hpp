@@ -17,12 +17,15 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 
 #include "transport/detail/crypto.hpp"
+
+struct evp_cipher_ctx_st;  // OpenSSL's EVP_CIPHER_CTX, when the build uses it (frame.cpp)
 #include "transport/handshake.hpp"
 
 namespace mws::transport::detail {
@@ -52,7 +55,7 @@ using header_bytes = std::array<std::uint8_t, frame_header_bytes>;
 class frame_cipher {
  public:
   frame_cipher(aead_kind kind, const aead_key& key, std::uint64_t rekey_after_frames,
-               std::uint64_t rekey_after_bytes) noexcept;
+               std::uint64_t rekey_after_bytes, bool sealing) noexcept;
   frame_cipher(const frame_cipher&) = delete;
   frame_cipher& operator=(const frame_cipher&) = delete;
   ~frame_cipher();
@@ -72,7 +75,11 @@ class frame_cipher {
   void load_key() noexcept;
   aead_kind kind_;
   aead_key key_;
+  bool sealing_;
   crypto_aead_aes256gcm_state aes_{};
+  // AES-256-GCM through OpenSSL's EVP where the build has it (MWS_TRANSPORT_OPENSSL_GCM): the
+  // same standard GCM on the wire, about twice the speed of libsodium 1.0.18's on VAES CPUs.
+  std::unique_ptr<evp_cipher_ctx_st, void (*)(evp_cipher_ctx_st*)> evp_{nullptr, nullptr};
   std::uint64_t counter_ = 0;
   std::uint64_t rekey_after_frames_;
   std::uint64_t rekey_after_bytes_;
@@ -84,7 +91,9 @@ class frame_cipher {
 // Sending direction.
 class frame_sealer : public frame_cipher {
  public:
-  using frame_cipher::frame_cipher;
+  frame_sealer(aead_kind kind, const aead_key& key, std::uint64_t rekey_after_frames,
+               std::uint64_t rekey_after_bytes) noexcept
+      : frame_cipher(kind, key, rekey_after_frames, rekey_after_bytes, true) {}
   // Fills `header`, encrypts `size` bytes from `plain` into `cipher` (they may be the same
   // memory, or `plain` may be caller memory that must not change) and writes the tag.
   void seal(frame_type type, const std::uint8_t* plain, std::size_t size, std::uint8_t* cipher,
@@ -96,7 +105,7 @@ class frame_opener : public frame_cipher {
  public:
   frame_opener(aead_kind kind, const aead_key& key, std::uint64_t rekey_after_frames,
                std::uint64_t rekey_after_bytes, std::uint32_t payload_bytes_max) noexcept
-      : frame_cipher(kind, key, rekey_after_frames, rekey_after_bytes),
+      : frame_cipher(kind, key, rekey_after_frames, rekey_after_bytes, false),
         payload_bytes_max_(payload_bytes_max) {}
   // frame_too_large, frame_malformed, frame_replayed or frame_reordered.
   boost::system::result<frame_header> check_header(const header_bytes& header) const noexcept;
