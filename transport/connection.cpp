@@ -137,8 +137,10 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
   const bool is_data = parsed.type == frame_type::data || parsed.type == frame_type::data_end;
   bool direct = false;
   if (is_data) {
-    if (outstanding_ + n > local_.window_bytes) co_return make_error_code(errc::window_violation);
-    outstanding_ += n;
+    if (outstanding_ + n + data_frame_charge > local_.window_bytes) {
+      co_return make_error_code(errc::window_violation);
+    }
+    outstanding_ += n + data_frame_charge;
     // Straight into the application's buffer when one is waiting and the frame fits: the
     // ciphertext lands there and is decrypted in place.
     direct =
@@ -222,7 +224,7 @@ asio::awaitable<boost::system::result<received_piece>> connection_state::receive
       const received_piece piece{n, done && c.end};
       if (done) queue_.pop_front();
       buffered_ -= n;
-      consumed(n, false);
+      consumed(n + (done ? data_frame_charge : 0), false);
       co_return piece;
     }
     if (error_) co_return error_;
@@ -238,7 +240,7 @@ asio::awaitable<boost::system::result<received_piece>> connection_state::receive
     }
     request_.pending = false;
     if (request_.done) {
-      consumed(request_.bytes, false);
+      consumed(request_.bytes + data_frame_charge, false);
       co_return received_piece{request_.bytes, request_.end};
     }
   }
@@ -269,7 +271,9 @@ asio::awaitable<error_code> connection_state::send(std::span<const asio::const_b
   if (auto ec = co_await send_mutex_.lock()) co_return ec;
   unlock_on_exit message_guard{send_mutex_};
   if (error_) co_return error_;
-  const std::size_t frame_max = std::min(remote_.frame_bytes_max, remote_.window_bytes);
+  // A frame and its charge must fit the peer's window (it announced at least frame_bytes_floor).
+  const std::size_t frame_max =
+      std::min<std::size_t>(remote_.frame_bytes_max, remote_.window_bytes - data_frame_charge);
   if (send_buffer_.size() < frame_max) send_buffer_.resize(frame_max);
 
   std::size_t last = parts.size();
@@ -277,36 +281,41 @@ asio::awaitable<error_code> connection_state::send(std::span<const asio::const_b
     if (parts[i].size() > 0) last = i;
   }
   if (last == parts.size()) {  // an empty message is one empty final frame
-    if (auto ec = co_await write_mutex_.lock()) co_return ec;
-    unlock_on_exit frame_guard{write_mutex_};
-    co_return co_await write_frame(frame_type::data_end, nullptr, 0, send_buffer_.data());
+    co_return co_await send_data_frame(frame_type::data_end, nullptr, 0);
   }
   for (std::size_t i = 0; i <= last; ++i) {
     const auto* data = static_cast<const std::uint8_t*>(parts[i].data());
     const std::size_t size = parts[i].size();
     for (std::size_t offset = 0; offset < size;) {
       const std::size_t n = std::min(size - offset, frame_max);
-      if (send_credit_ < n) ++stats_.credit_waits;
-      while (send_credit_ < n && !error_) {
-        if (auto ec = co_await credit_changed_.wait()) {
-          fail(ec);
-          co_return ec;
-        }
-      }
-      if (error_) co_return error_;
-      if (auto ec = co_await write_mutex_.lock()) co_return ec;
-      unlock_on_exit frame_guard{write_mutex_};
       const bool end = i == last && offset + n == size;
-      send_credit_ -= n;
-      unacknowledged_ += n;
-      if (auto ec = co_await write_frame(end ? frame_type::data_end : frame_type::data,
-                                         data + offset, n, send_buffer_.data())) {
+      if (auto ec = co_await send_data_frame(end ? frame_type::data_end : frame_type::data,
+                                             data + offset, n)) {
         co_return ec;
       }
       offset += n;
     }
   }
   co_return error_code{};
+}
+
+asio::awaitable<error_code> connection_state::send_data_frame(frame_type type,
+                                                              const std::uint8_t* data,
+                                                              std::size_t n) {
+  const std::uint64_t cost = n + data_frame_charge;
+  if (send_credit_ < cost) ++stats_.credit_waits;
+  while (send_credit_ < cost && !error_) {
+    if (auto ec = co_await credit_changed_.wait()) {
+      fail(ec);
+      co_return ec;
+    }
+  }
+  if (error_) co_return error_;
+  if (auto ec = co_await write_mutex_.lock()) co_return ec;
+  unlock_on_exit frame_guard{write_mutex_};
+  send_credit_ -= cost;
+  unacknowledged_ += cost;
+  co_return co_await write_frame(type, data, n, send_buffer_.data());
 }
 
 void connection_state::kick_control() {

@@ -183,11 +183,13 @@ asio::awaitable<void> send_raw(tcp::endpoint at, std::vector<std::uint8_t> bytes
 // Completes a valid handshake, then writes what `frames` makes of a sealer, then waits for the
 // server to hang up.
 asio::awaitable<void> after_handshake(
-    tcp::endpoint at, std::function<std::vector<std::uint8_t>(detail::frame_sealer&)> frames) {
+    tcp::endpoint at, std::function<std::vector<std::uint8_t>(detail::frame_sealer&)> frames,
+    std::uint32_t window_bytes = 16u << 20) {
   tcp::socket s(co_await asio::this_coro::executor);
   co_await s.async_connect(at, asio::use_awaitable);
   const identity me = identity::generate();
   handshake_config cfg;
+  cfg.limits.window_bytes = window_bytes;
   auto sess = co_await raw_handshake(s, me, cfg);
   REQUIRE(sess.has_value());
   detail::frame_sealer sealer(sess->aead, sess->send_key, sess->local.rekey_after_frames,
@@ -287,6 +289,24 @@ TEST_CASE("hostile peers are refused with specific errors while the listener ser
                      });
                    },
                    errc::frame_truncated, false});
+  cases.push_back({"a flood of empty messages beyond the window",
+                   [](tcp::endpoint at, server&) -> asio::awaitable<void> {
+                     // The attacker grants the echo only 1 KiB and never reads, so the server
+                     // stops consuming; empty frames still cost window credit, so the flood
+                     // overruns the server's 4 KiB window instead of growing its queue.
+                     co_await after_handshake(
+                         at,
+                         [](detail::frame_sealer& s) {
+                           std::vector<std::uint8_t> all;
+                           for (int i = 0; i < 500; ++i) {
+                             auto f = wire(s, detail::frame_type::data_end, 0);
+                             all.insert(all.end(), f.begin(), f.end());
+                           }
+                           return all;
+                         },
+                         frame_bytes_floor);
+                   },
+                   errc::window_violation, false});
 
   for (const auto& where : loopbacks()) {
     for (const auto& c : cases) {
@@ -297,6 +317,9 @@ TEST_CASE("hostile peers are refused with specific errors while the listener ser
         srv.config.connection.handshake.mesh_psk = std::array<std::uint8_t, 32>{0x11};
       }
       const identity allowed = identity::generate();
+      if (c.expected == errc::window_violation) {
+        srv.config.connection.handshake.limits.window_bytes = 4096;
+      }
       if (c.expected == errc::peer_not_allowed) {
         srv.config.connection.handshake.allowlist = {allowed.public_key_bytes()};
       }
@@ -321,8 +344,9 @@ TEST_CASE("hostile peers are refused with specific errors while the listener ser
           REQUIRE(conn.has_value());
           co_await conn->close();
         } else {
+          const std::size_t echoed_before = srv.echoed;
           co_await honest_round_trip(at, srv.id, honest);
-          CHECK(srv.echoed == 1);
+          CHECK(srv.echoed == echoed_before + 1);
         }
         srv.lst->stop();
       });

@@ -16,6 +16,10 @@
 
 namespace mws::transport::detail {
 
+// Window credit a data frame costs beyond its payload, on both ends alike: empty frames are not
+// free, so the window also bounds how many frames (queue entries) a peer can make us hold.
+inline constexpr std::uint64_t data_frame_charge = 64;
+
 class connection_state : public std::enable_shared_from_this<connection_state> {
  public:
   connection_state(std::unique_ptr<link> l, const session& s, const connection_config& config);
@@ -65,6 +69,10 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
                                                                 const std::uint8_t* plain,
                                                                 std::size_t n,
                                                                 std::uint8_t* cipher);
+  // Waits for window credit, then writes one data frame from caller memory.
+  boost::asio::awaitable<boost::system::error_code> send_data_frame(frame_type type,
+                                                                    const std::uint8_t* data,
+                                                                    std::size_t n);
   void consumed(std::size_t n, bool starving) noexcept;
   void kick_control();
 
