@@ -4,7 +4,7 @@
 
 #include "transport/error.hpp"
 
-#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+#if defined(MWS_TRANSPORT_OPENSSL_AEAD)
 #include <openssl/evp.h>
 #endif
 
@@ -29,42 +29,41 @@ frame_cipher::~frame_cipher() {
 }
 
 void frame_cipher::load_key() noexcept {
-  if (kind_ != aead_kind::aes256gcm) return;
-#if defined(MWS_TRANSPORT_OPENSSL_GCM)
+#if defined(MWS_TRANSPORT_OPENSSL_AEAD)
   if (!evp_) {
     evp_ = {EVP_CIPHER_CTX_new(), [](evp_cipher_ctx_st* c) { EVP_CIPHER_CTX_free(c); }};
     MWS_ASSERT(evp_ != nullptr);
-    MWS_ASSERT(EVP_CipherInit_ex(evp_.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr,
-                                 sealing_ ? 1 : 0) == 1);
+    const EVP_CIPHER* cipher =
+        kind_ == aead_kind::aes256gcm ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+    MWS_ASSERT(EVP_CipherInit_ex(evp_.get(), cipher, nullptr, nullptr, nullptr, sealing_ ? 1 : 0) ==
+               1);
   }
   MWS_ASSERT(
       EVP_CipherInit_ex(evp_.get(), nullptr, nullptr, key_.data(), nullptr, sealing_ ? 1 : 0) == 1);
 #else
-  crypto_aead_aes256gcm_beforenm(&aes_, key_.data());
+  if (kind_ == aead_kind::aes256gcm) crypto_aead_aes256gcm_beforenm(&aes_, key_.data());
 #endif
 }
 
 void frame_cipher::encrypt(const header_bytes& header, const std::uint8_t* plain,
                            std::uint8_t* cipher, std::size_t size, std::uint8_t* tag) noexcept {
   const auto nonce = counter_nonce(counter_);
-  unsigned long long tag_len = 0;
   // libsodium declares the message pointers nonnull even for empty messages (ping, close).
   std::uint8_t empty = 0;
   if (size == 0) plain = cipher = &empty;
+#if defined(MWS_TRANSPORT_OPENSSL_AEAD)
+  MWS_ASSERT(sealing_ && size <= INT32_MAX);
+  int len = 0;
+  EVP_CIPHER_CTX* c = evp_.get();
+  MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 1) == 1);
+  MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
+             1);
+  MWS_ASSERT(EVP_CipherUpdate(c, cipher, &len, plain, static_cast<int>(size)) == 1);
+  MWS_ASSERT(EVP_CipherFinal_ex(c, cipher + len, &len) == 1);
+  MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(tag_bytes), tag) == 1);
+#else
+  unsigned long long tag_len = 0;
   if (kind_ == aead_kind::aes256gcm) {
-#if defined(MWS_TRANSPORT_OPENSSL_GCM)
-    MWS_ASSERT(sealing_ && size <= INT32_MAX);
-    int len = 0;
-    EVP_CIPHER_CTX* c = evp_.get();
-    MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 1) == 1);
-    MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
-               1);
-    MWS_ASSERT(EVP_CipherUpdate(c, cipher, &len, plain, static_cast<int>(size)) == 1);
-    MWS_ASSERT(EVP_CipherFinal_ex(c, cipher + len, &len) == 1);
-    MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, static_cast<int>(tag_bytes), tag) == 1);
-    (void)tag_len;
-    return;
-#endif
     crypto_aead_aes256gcm_encrypt_detached_afternm(cipher, tag, &tag_len, plain, size,
                                                    header.data(), header.size(), nullptr,
                                                    nonce.data(), &aes_);
@@ -73,6 +72,7 @@ void frame_cipher::encrypt(const header_bytes& header, const std::uint8_t* plain
                                                        header.data(), header.size(), nullptr,
                                                        nonce.data(), key_.data());
   }
+#endif
 }
 
 bool frame_cipher::decrypt(const header_bytes& header, std::uint8_t* data, std::size_t size,
@@ -80,27 +80,27 @@ bool frame_cipher::decrypt(const header_bytes& header, std::uint8_t* data, std::
   const auto nonce = counter_nonce(counter_);
   std::uint8_t empty = 0;
   if (size == 0) data = &empty;
+#if defined(MWS_TRANSPORT_OPENSSL_AEAD)
+  MWS_ASSERT(!sealing_ && size <= INT32_MAX);
+  int len = 0;
+  EVP_CIPHER_CTX* c = evp_.get();
+  std::array<std::uint8_t, tag_bytes> expected{};
+  std::memcpy(expected.data(), tag, tag_bytes);
+  MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 0) == 1);
+  MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
+             1);
+  MWS_ASSERT(EVP_CipherUpdate(c, data, &len, data, static_cast<int>(size)) == 1);
+  MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag_bytes),
+                                 expected.data()) == 1);
+  std::array<std::uint8_t, 16> tail{};
+  if (EVP_CipherFinal_ex(c, tail.data(), &len) != 1) {
+    // EVP decrypts before it checks; wipe what must never be read as plaintext.
+    sodium_memzero(data, size);
+    return false;
+  }
+  return true;
+#else
   if (kind_ == aead_kind::aes256gcm) {
-#if defined(MWS_TRANSPORT_OPENSSL_GCM)
-    MWS_ASSERT(!sealing_ && size <= INT32_MAX);
-    int len = 0;
-    EVP_CIPHER_CTX* c = evp_.get();
-    std::array<std::uint8_t, tag_bytes> expected{};
-    std::memcpy(expected.data(), tag, tag_bytes);
-    MWS_ASSERT(EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce.data(), 0) == 1);
-    MWS_ASSERT(EVP_CipherUpdate(c, nullptr, &len, header.data(), static_cast<int>(header.size())) ==
-               1);
-    MWS_ASSERT(EVP_CipherUpdate(c, data, &len, data, static_cast<int>(size)) == 1);
-    MWS_ASSERT(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag_bytes),
-                                   expected.data()) == 1);
-    std::array<std::uint8_t, 16> tail{};
-    if (EVP_CipherFinal_ex(c, tail.data(), &len) != 1) {
-      // EVP decrypts before it checks; wipe what must never be read as plaintext.
-      sodium_memzero(data, size);
-      return false;
-    }
-    return true;
-#endif
     return crypto_aead_aes256gcm_decrypt_detached_afternm(data, nullptr, data, size, tag,
                                                           header.data(), header.size(),
                                                           nonce.data(), &aes_) == 0;
@@ -108,6 +108,7 @@ bool frame_cipher::decrypt(const header_bytes& header, std::uint8_t* data, std::
   return crypto_aead_chacha20poly1305_ietf_decrypt_detached(data, nullptr, data, size, tag,
                                                             header.data(), header.size(),
                                                             nonce.data(), key_.data()) == 0;
+#endif
 }
 
 void frame_cipher::advance(std::size_t payload_bytes) noexcept {

@@ -78,6 +78,21 @@ TEST_CASE("AES-256-GCM frames are standard GCM: libsodium opens what the sealer 
   }
 }
 
+TEST_CASE("ChaCha20-Poly1305 frames are the IETF AEAD: libsodium opens what the sealer wrote") {
+  frame_sealer sealer(aead_kind::chacha20poly1305, test_key(), 1u << 20, 1u << 30);
+  const std::vector<std::uint8_t> plain(5000, 0x44);
+  for (std::uint64_t counter = 0; counter < 3; ++counter) {
+    auto f = seal(sealer, frame_type::data, plain);
+    const auto key = test_key();
+    const auto nonce = counter_nonce(counter);
+    std::vector<std::uint8_t> out(plain.size());
+    REQUIRE(crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                out.data(), nullptr, f.body.data(), f.body.size(), f.tag.data(), f.header.data(),
+                f.header.size(), nonce.data(), key.data()) == 0);
+    CHECK(out == plain);
+  }
+}
+
 TEST_CASE("a rekeyed receiver cannot open frames of the old key") {
   frame_sealer old_key(aead_kind::chacha20poly1305, test_key(), 1000, 1u << 30);
   frame_sealer fresh(aead_kind::chacha20poly1305, test_key(), 1, 1u << 30);

@@ -75,10 +75,10 @@ class frame_cipher {
   void load_key() noexcept;
   aead_kind kind_;
   aead_key key_;
-  bool sealing_;
+  [[maybe_unused]] bool sealing_;  // used by the OpenSSL path only
   crypto_aead_aes256gcm_state aes_{};
-  // AES-256-GCM through OpenSSL's EVP where the build has it (MWS_TRANSPORT_OPENSSL_GCM): the
-  // same standard GCM on the wire, about twice the speed of libsodium 1.0.18's on VAES CPUs.
+  // Both AEADs through OpenSSL's EVP where the build has it (MWS_TRANSPORT_OPENSSL_AEAD): the
+  // same standard AEADs on the wire, about twice the speed of libsodium 1.0.18's here.
   std::unique_ptr<evp_cipher_ctx_st, void (*)(evp_cipher_ctx_st*)> evp_{nullptr, nullptr};
   std::uint64_t counter_ = 0;
   std::uint64_t rekey_after_frames_;
