@@ -72,7 +72,11 @@ struct session {
 // Initiator side. Call order: write_message1, read_message2 (-> msg3 bytes), finish().
 class handshake_initiator {
  public:
+  // Keeps references: `self` and `config` must outlive this object (temporaries are refused).
   handshake_initiator(const identity& self, const handshake_config& config);
+  handshake_initiator(const identity&&, const handshake_config&) = delete;
+  handshake_initiator(const identity&, const handshake_config&&) = delete;
+  handshake_initiator(const identity&&, const handshake_config&&) = delete;
   std::array<std::uint8_t, handshake_msg1_bytes> write_message1();
   boost::system::result<std::array<std::uint8_t, handshake_msg3_bytes>> read_message2(
       std::span<const std::uint8_t> msg2);
@@ -93,7 +97,11 @@ class handshake_initiator {
 // Every input is untrusted: wrong sizes, bad tags, weak keys and refused peers are errors.
 class handshake_responder {
  public:
+  // Keeps references: `self` and `config` must outlive this object (temporaries are refused).
   handshake_responder(const identity& self, const handshake_config& config);
+  handshake_responder(const identity&&, const handshake_config&) = delete;
+  handshake_responder(const identity&, const handshake_config&&) = delete;
+  handshake_responder(const identity&&, const handshake_config&&) = delete;
   boost::system::result<std::array<std::uint8_t, handshake_msg2_bytes>> read_message1(
       std::span<const std::uint8_t> msg1);
   boost::system::result<session> read_message3(std::span<const std::uint8_t> msg3);

@@ -173,7 +173,8 @@ TEST_CASE("malformed handshake messages are refused by size, magic and version")
 TEST_CASE("a low-order ephemeral key is refused as weak_public_key") {
   const identity b = identity::generate();
   handshake_config cfg;
-  handshake_initiator i(identity::generate(), cfg);
+  const identity a = identity::generate();
+  handshake_initiator i(a, cfg);
   auto msg1 = i.write_message1();
   std::fill(msg1.begin() + 5, msg1.begin() + 37, std::uint8_t{0});  // the all-zero point
   // Re-tag msg1 as a psk holder could: the tag is keyed by the (here all-zero) psk.

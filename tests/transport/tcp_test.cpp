@@ -228,7 +228,9 @@ TEST_CASE("hostile peers are refused with specific errors while the listener ser
                    errc::peer_not_allowed, true});
   cases.push_back({"truncated handshake",
                    [](tcp::endpoint at, server&) -> asio::awaitable<void> {
-                     handshake_initiator hs(identity::generate(), handshake_config{});
+                     const identity me = identity::generate();
+                     const handshake_config cfg;
+                     handshake_initiator hs(me, cfg);
                      const auto m1 = hs.write_message1();
                      co_await send_raw(at, std::vector<std::uint8_t>(m1.begin(), m1.begin() + 20));
                    },
