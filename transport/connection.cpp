@@ -8,6 +8,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include "transport/detail/connection_state.hpp"
@@ -67,6 +68,7 @@ connection_state::connection_state(std::unique_ptr<link> l, const session& s,
       close_linger_(config.handshake_timeout),
       send_mutex_(executor_),
       write_mutex_(executor_),
+      write_done_(executor_),
       send_credit_(s.remote.window_bytes),
       credit_changed_(executor_),
       received_(executor_),
@@ -267,6 +269,11 @@ asio::awaitable<error_code> connection_state::write_frame(frame_type type,
   co_return error_code{};
 }
 
+// Data frames go out through a two-slot pipeline: frame k+1 is sealed while frame k is still
+// being written, so encryption here overlaps decryption at the peer instead of alternating with
+// it. The pipeline holds the write lock while a frame is in flight (sealing order is wire order:
+// counters must arrive in sequence) and lets it go while it waits for credit and whenever a
+// control frame is due, so our credit grants and pongs are never stuck behind a long message.
 asio::awaitable<error_code> connection_state::send(std::span<const asio::const_buffer> parts) {
   if (auto ec = co_await send_mutex_.lock()) co_return ec;
   unlock_on_exit message_guard{send_mutex_};
@@ -274,48 +281,115 @@ asio::awaitable<error_code> connection_state::send(std::span<const asio::const_b
   // A frame and its charge must fit the peer's window (it announced at least frame_bytes_floor).
   const std::size_t frame_max =
       std::min<std::size_t>(remote_.frame_bytes_max, remote_.window_bytes - data_frame_charge);
-  if (send_buffer_.size() < frame_max) send_buffer_.resize(frame_max);
+  for (auto& slot : out_) {
+    if (slot.body.size() < frame_max) slot.body.resize(frame_max);
+  }
+  // If this coroutine is destroyed mid-message, the lock must not stay held; the connection
+  // cannot continue (a frame may be half written), so it fails.
+  struct pipeline_guard {
+    connection_state& s;
+    ~pipeline_guard() {
+      if (s.holding_write_) {
+        s.fail(asio::error::operation_aborted);
+        s.holding_write_ = false;
+        s.write_mutex_.unlock();
+      }
+    }
+  } guard{*this};
 
   std::size_t last = parts.size();
   for (std::size_t i = 0; i < parts.size(); ++i) {
     if (parts[i].size() > 0) last = i;
   }
+  error_code ec;
   if (last == parts.size()) {  // an empty message is one empty final frame
-    co_return co_await send_data_frame(frame_type::data_end, nullptr, 0);
+    ec = co_await pipeline_frame(frame_type::data_end, nullptr, 0);
   }
-  for (std::size_t i = 0; i <= last; ++i) {
+  for (std::size_t i = 0; !ec && last != parts.size() && i <= last; ++i) {
     const auto* data = static_cast<const std::uint8_t*>(parts[i].data());
     const std::size_t size = parts[i].size();
-    for (std::size_t offset = 0; offset < size;) {
+    for (std::size_t offset = 0; offset < size && !ec;) {
       const std::size_t n = std::min(size - offset, frame_max);
       const bool end = i == last && offset + n == size;
-      if (auto ec = co_await send_data_frame(end ? frame_type::data_end : frame_type::data,
-                                             data + offset, n)) {
-        co_return ec;
-      }
+      ec = co_await pipeline_frame(end ? frame_type::data_end : frame_type::data, data + offset, n);
       offset += n;
     }
   }
+  const error_code flushed = co_await release_pipeline();
+  co_return ec ? ec : flushed;
+}
+
+asio::awaitable<error_code> connection_state::pipeline_frame(frame_type type,
+                                                             const std::uint8_t* data,
+                                                             std::size_t n) {
+  const std::uint64_t cost = n + data_frame_charge;
+  if (send_credit_ < cost) {
+    ++stats_.credit_waits;
+    if (auto ec = co_await release_pipeline()) co_return ec;
+    while (send_credit_ < cost && !error_) {
+      if (auto ec = co_await credit_changed_.wait()) {
+        fail(ec);
+        co_return ec;
+      }
+    }
+  }
+  if (error_) co_return error_;
+  if (holding_write_ && (credit_due_ > 0 || pong_due_ || ping_due_)) {
+    if (auto ec = co_await release_pipeline()) co_return ec;
+    // The control sender was woken by the unlock; let it take the lock before we do.
+    co_await asio::post(executor_, asio::use_awaitable);
+  }
+  if (!holding_write_) {
+    if (auto ec = co_await write_mutex_.lock()) co_return ec;
+    holding_write_ = true;
+  }
+  if (error_) co_return error_;
+  out_frame& f = out_[next_out_];
+  next_out_ ^= 1;
+  sealer_.seal(type, data, n, f.body.data(), f.header, f.tag);
+  f.n = n;
+  send_credit_ -= cost;
+  unacknowledged_ += cost;
+  if (auto ec = co_await wait_write()) co_return ec;  // frame k leaves before k+1 starts
+  write_in_flight_ = true;
+  asio::co_spawn(executor_, write_task(shared_from_this(), &f),
+                 [](std::exception_ptr e) { log_escape("frame writer", e); });
   co_return error_code{};
 }
 
-asio::awaitable<error_code> connection_state::send_data_frame(frame_type type,
-                                                              const std::uint8_t* data,
-                                                              std::size_t n) {
-  const std::uint64_t cost = n + data_frame_charge;
-  if (send_credit_ < cost) ++stats_.credit_waits;
-  while (send_credit_ < cost && !error_) {
-    if (auto ec = co_await credit_changed_.wait()) {
+asio::awaitable<void> connection_state::write_task(std::shared_ptr<connection_state> self,
+                                                   out_frame* f) {
+  const std::array<asio::const_buffer, 3> parts{
+      asio::buffer(f->header), asio::buffer(f->body.data(), f->n), asio::buffer(f->tag)};
+  const error_code ec = co_await self->link_->write(parts);
+  if (ec) {
+    self->fail(ec);
+  } else {
+    self->last_send_ = clock::now();
+    ++self->stats_.frames_sent;
+    self->stats_.payload_bytes_sent += f->n;
+  }
+  self->write_in_flight_ = false;
+  self->write_done_.notify();
+}
+
+asio::awaitable<error_code> connection_state::wait_write() {
+  while (write_in_flight_) {
+    if (auto ec = co_await write_done_.wait()) {
       fail(ec);
       co_return ec;
     }
   }
-  if (error_) co_return error_;
-  if (auto ec = co_await write_mutex_.lock()) co_return ec;
-  unlock_on_exit frame_guard{write_mutex_};
-  send_credit_ -= cost;
-  unacknowledged_ += cost;
-  co_return co_await write_frame(type, data, n, send_buffer_.data());
+  co_return error_;
+}
+
+asio::awaitable<error_code> connection_state::release_pipeline() {
+  const error_code ec = co_await wait_write();
+  if (holding_write_ && !write_in_flight_) {
+    holding_write_ = false;
+    write_mutex_.unlock();
+  }
+  co_return ec;
 }
 
 void connection_state::kick_control() {

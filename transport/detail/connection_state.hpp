@@ -2,6 +2,7 @@
 // Internal; see connection.hpp for the contract.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -69,10 +70,21 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
                                                                 const std::uint8_t* plain,
                                                                 std::size_t n,
                                                                 std::uint8_t* cipher);
-  // Waits for window credit, then writes one data frame from caller memory.
-  boost::asio::awaitable<boost::system::error_code> send_data_frame(frame_type type,
-                                                                    const std::uint8_t* data,
-                                                                    std::size_t n);
+  // A sealed data frame waiting for, or in, its write.
+  struct out_frame {
+    header_bytes header{};
+    std::array<std::uint8_t, tag_bytes> tag{};
+    std::vector<std::uint8_t> body;  // frame-sized, allocated on the first send
+    std::size_t n = 0;
+  };
+  // Waits for window credit, seals one data frame from caller memory, starts its write.
+  boost::asio::awaitable<boost::system::error_code> pipeline_frame(frame_type type,
+                                                                   const std::uint8_t* data,
+                                                                   std::size_t n);
+  static boost::asio::awaitable<void> write_task(std::shared_ptr<connection_state> self,
+                                                 out_frame* f);
+  boost::asio::awaitable<boost::system::error_code> wait_write();
+  boost::asio::awaitable<boost::system::error_code> release_pipeline();
   void consumed(std::size_t n, bool starving) noexcept;
   void kick_control();
 
@@ -87,11 +99,15 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
   std::chrono::milliseconds idle_timeout_;
   std::chrono::milliseconds close_linger_;
 
-  async_mutex send_mutex_;   // one message at a time
-  async_mutex write_mutex_;  // one frame at a time (data and control frames interleave)
-  std::vector<std::uint8_t> send_buffer_;  // one frame of ciphertext, allocated on first send
-  std::uint64_t send_credit_;              // bytes the peer's window still admits
-  std::uint64_t unacknowledged_ = 0;       // sent and not yet credited back
+  async_mutex send_mutex_;        // one message at a time
+  async_mutex write_mutex_;       // one frame at a time (data and control frames interleave)
+  std::array<out_frame, 2> out_;  // the send pipeline's two slots
+  std::size_t next_out_ = 0;
+  bool holding_write_ = false;  // the send pipeline holds write_mutex_
+  bool write_in_flight_ = false;
+  event write_done_;
+  std::uint64_t send_credit_;         // bytes the peer's window still admits
+  std::uint64_t unacknowledged_ = 0;  // sent and not yet credited back
   event credit_changed_;
 
   std::deque<chunk> queue_;     // decrypted data the application has not taken yet
