@@ -181,6 +181,32 @@ TEST_CASE("a slow reader bounds the bytes the writer has in flight (backpressure
   });
 }
 
+TEST_CASE("both ends sending large messages at once make progress (no credit deadlock)") {
+  const identity ia = identity::generate(), ib = identity::generate();
+  asio::io_context io;
+  test::run(io, [&]() -> asio::awaitable<void> {
+    auto [la, lb] = make_memory_link_pair(io.get_executor(), 4096);
+    auto p =
+        co_await connect_pair(std::move(la), std::move(lb), ia, ib, small_config(), small_config());
+    REQUIRE(p.a.has_value());
+    const auto to_b = pattern(1 << 20, 8), to_a = pattern((1 << 20) + 3, 9);
+    const std::array<asio::const_buffer, 1> parts_b{asio::buffer(to_b)},
+        parts_a{asio::buffer(to_a)};
+    std::vector<std::uint8_t> got_b, got_a;
+    auto [s1, r1, s2, r2] = co_await (p.a->send(parts_b) && receive_message(*p.b, got_b, 5000) &&
+                                      p.b->send(parts_a) && receive_message(*p.a, got_a, 70000));
+    CHECK_FALSE(s1);
+    CHECK_FALSE(r1);
+    CHECK_FALSE(s2);
+    CHECK_FALSE(r2);
+    CHECK(got_b == to_b);
+    CHECK(got_a == to_a);
+    CHECK(p.a->stats().credit_waits > 0);
+    CHECK(p.b->stats().credit_waits > 0);
+    co_await (p.a->close() && p.b->close());
+  });
+}
+
 TEST_CASE("keys turn over on both ends at the announced interval") {
   const identity ia = identity::generate(), ib = identity::generate();
   asio::io_context io;
