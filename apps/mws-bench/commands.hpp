@@ -9,5 +9,6 @@ namespace mws::bench {
 
 void add_mix_command(CLI::App& app);
 void add_sim_command(CLI::App& app);
+void add_transport_command(CLI::App& app);
 
 }  // namespace mws::bench

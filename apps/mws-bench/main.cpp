@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   mws::bench::add_mix_command(app);
   mws::bench::add_sim_command(app);
+  mws::bench::add_transport_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
