@@ -28,8 +28,17 @@ class rng {
     return result;
   }
 
-  // Uniform in [0, n), n > 0: Lemire's multiply-shift with rejection, exactly uniform.
+  // An independent generator for a named sub-stream (a node, a link, a workload), so that
+  // adding draws to one component does not shift the numbers of another.
+  rng fork(std::uint64_t stream) const noexcept {
+    std::uint64_t sm = s_[0] ^ (stream * 0xd1342543de82ef95ull) ^ rotl(s_[2], 17);
+    return rng(splitmix64(sm) ^ stream);
+  }
+
+  // Uniform in [0, n): Lemire's multiply-shift with rejection, exactly uniform; 0 for n <= 1
+  // without a draw.
   std::uint64_t below(std::uint64_t n) noexcept {
+    if (n <= 1) return 0;
     for (;;) {
       const u128 m = static_cast<u128>(next()) * n;
       const auto low = static_cast<std::uint64_t>(m);

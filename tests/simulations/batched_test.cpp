@@ -1,5 +1,6 @@
 #include "simulations/batched.hpp"
 
+#include <bit>
 #include <cmath>
 
 #include <doctest/doctest.h>
