@@ -9,12 +9,14 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "apps/mws-sim/scenario_file.hpp"
+#include "simulations/membership_study.hpp"
 #include "simulations/simulation.hpp"
 
 namespace {
@@ -118,6 +120,43 @@ void print_summary(const run_summary& r) {
 
 }  // namespace
 
+// --membership: the SWIM study of simulations/membership_study.hpp on the scenario's nodes,
+// loss, latency and seed.
+int run_membership(const scenario& s) {
+  membership_study_config c;
+  c.nodes = s.topology.nodes;
+  c.loss_p = s.network.links.loss_p;
+  c.latency = s.network.links.latency;
+  c.seed = s.seed;
+  try {
+    const auto r = run_membership_study(c);
+    auto seconds = [](double v) {
+      return v < 0 ? std::string("not within the phase") : std::to_string(v) + " s";
+    };
+    std::printf("SWIM membership, %u nodes, loss %.3f, seed %llu\n", c.nodes, c.loss_p,
+                static_cast<unsigned long long>(c.seed));
+    std::printf("  join reaches 99.9%%               %s\n", seconds(r.join_spread_s).c_str());
+    std::printf("  leave reaches 99.9%%              %s\n", seconds(r.leave_spread_s).c_str());
+    std::printf("  crash: first suspicion           %s\n", seconds(r.first_suspicion_s).c_str());
+    std::printf("  crash: dead at 99.9%%             %s\n", seconds(r.failure_spread_s).c_str());
+    std::printf("  false failures                   %llu\n",
+                static_cast<unsigned long long>(r.false_failures));
+    std::printf("  suspicion events                 %llu\n",
+                static_cast<unsigned long long>(r.suspicions));
+    std::printf("  messages per node per second     %.2f\n", r.messages_per_node_s);
+    std::printf("  simulated                        %.0f s\n", r.simulated_s);
+    std::printf("  trace hash                       0x%016llx\n",
+                static_cast<unsigned long long>(r.trace_hash));
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "mws-sim: %s\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "mws-sim: out of memory (reduce --nodes)\n");
+    return 2;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{
       "mws-sim: simulate many mws nodes averaging a model, in one process, in virtual time.\n"
@@ -129,7 +168,8 @@ int main(int argc, char** argv) {
       "  mws-sim --algorithm push-sum --plain --loss 0.2          plain push-sum drifts\n"
       "  mws-sim --mode batched --nodes 100000 --params 1000 --steps 50\n"
       "  mws-sim --config study.toml --seed 7 --csv out.csv --json out.json\n"
-      "  mws-sim --print-example > study.toml       every TOML key, commented\n\n"
+      "  mws-sim --print-example > study.toml       every TOML key, commented\n"
+      "  mws-sim --membership --nodes 1000 --loss 0.1   SWIM membership: join, leave, crash\n\n"
       "Plot a run: /usr/bin/python3 scripts/plot_convergence.py out.json -o plot.png"};
   app.set_help_flag("-h,--help", "Show this help and exit");
 
@@ -137,6 +177,11 @@ int main(int argc, char** argv) {
   bool quiet = false, print_example = false;
   app.add_option("-c,--config", config_path, "Scenario TOML file (flags override its values)");
   app.add_flag("--print-example", print_example, "Print a commented example TOML and exit");
+  bool membership = false;
+  app.add_flag("--membership", membership,
+               "Study SWIM membership instead of averaging (uses --nodes, --loss, --seed, "
+               "--latency*): time for a join, a leave and a crash to reach 99.9% of nodes, "
+               "and false failures");
   app.add_option("--csv", csv_path, "Write the per-step metrics as CSV to this file");
   app.add_option("--json", json_path, "Write the summary and the per-step metrics as JSON");
   app.add_flag("-q,--quiet", quiet, "No progress bar");
@@ -327,6 +372,8 @@ int main(int argc, char** argv) {
     if (!v) return error_exit(v.error());
     s.network.slow.push_back(*v);
   }
+
+  if (membership) return run_membership(s);
 
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   result<batched_output> out = fail(errc::bad_scenario, "not run");
