@@ -174,6 +174,8 @@ class membership {
   std::size_t alive_count() const noexcept;  // self included
   std::uint64_t incarnation() const noexcept { return incarnation_; }
   const membership_stats& stats() const noexcept { return stats_; }
+  // Updates still waiting to be piggybacked (a backlog delays fresh news; see queued_first).
+  std::size_t pending_broadcasts() const noexcept { return pending_.size(); }
   const membership_config& settings() const noexcept { return cfg_; }
 
  private:

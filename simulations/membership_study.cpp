@@ -60,8 +60,12 @@ class study {
       nodes_[i]->on_message(membership_key(i == 0 ? 1 : 0), roster, 0, *sinks_[i]);
     }
     observing_ = true;
+    // Settle: at least settle_us, then until the bootstrap's backlog of broadcasts has drained
+    // (a long-running mesh has none), at most 20 times settle_us.
     sim_time_us t = c_.settle_us;
     run_until(t);
+    while (t < 20 * c_.settle_us && backlog() > 0)
+      run_until(t += c_.settle_us / 4);
 
     membership_study_result r;
     const node_id leaver = c_.nodes - 2, crashed = c_.nodes - 3;
@@ -109,6 +113,13 @@ class study {
   };
 
   node_id joiner() const { return c_.nodes - 1; }
+
+  std::size_t backlog() const {
+    std::size_t most = 0;
+    for (node_id i = 0; i < joiner(); ++i)
+      most = std::max(most, nodes_[i]->pending_broadcasts());
+    return most;
+  }
 
   void send(node_id from, const gossip::destination& to, gossip::swim::message msg) {
     const node_id dst =

@@ -2,7 +2,8 @@
 // virtual network: the very state machine a node ships, thousands of instances in one process.
 //
 // One run, in phases, on n nodes (node n-1 is the late joiner, n-2 leaves, n-3 crashes):
-//   bootstrap  nodes 0..n-2 start knowing each other (one push-pull reply each), then settle;
+//   bootstrap  nodes 0..n-2 start knowing each other (one push-pull reply each), then settle
+//              until the broadcasts this queued have drained;
 //   join       node n-1 joins through seed n0: how long until 99.9% of the others list it;
 //   leave      node n-2 leaves gracefully and stops: until 99.9% list it as left;
 //   crash      node n-3 stops without a word: until the first suspicion, and until 99.9% list
