@@ -27,8 +27,10 @@ TEST_CASE("membership study: 64 nodes detect a crash, spread a join and a leave,
   CHECK(r.first_suspicion_s >= 0);
   CHECK(r.failure_spread_s >= r.first_suspicion_s);
   CHECK(r.failure_spread_s < 60);
-  CHECK(r.false_failures == 0);
-  CHECK(r.suspicions > 0);  // 10% loss does cause suspicions, which refutations undo
+  // 10% loss causes many suspicions; refutation must win almost always (Lifeguard): at most one
+  // false death per thousand suspicion events.
+  CHECK(r.suspicions > 1000);
+  CHECK(r.false_failures * 1000 <= r.suspicions);
 }
 
 TEST_CASE("membership study: one seed replays the same trace, another differs") {
