@@ -186,8 +186,8 @@ template <dtype D>
 
 #if defined(MWS_KERNELS_V3)
 // The vector loop with the number of terms fixed at compile time, so that the loop over terms
-// unrolls and every input pointer and weight stays in a register. Each step carries two (f32:
-// four) independent FMA chains, so their latency overlaps.
+// unrolls and every input pointer and weight stays in a register. Each step carries at least two
+// independent FMA chains, so their latency overlaps.
 template <dtype D, std::size_t K, class Scalar>
 void weighted_sum_k(void* out, const void* const* x, const float* a, std::size_t n,
                     Scalar&& scalar) {
@@ -197,7 +197,11 @@ void weighted_sum_k(void* out, const void* const* x, const float* a, std::size_t
     av[j] = _mm256_set1_ps(a[j]);
     xs[j] = x[j];
   }
-  constexpr std::size_t unroll = D == dtype::f32 ? 2 : 1;
+  // 256 bytes of every input and of the output per step (64 f32 or 128 bf16/f16 elements). The
+  // accumulators then live in L1 rather than registers, but inputs are read and the output
+  // streamed out in runs of whole cache lines, which the hardware prefetchers and the
+  // write-combining buffers of streaming stores handle best (docs/BENCHMARKS.md).
+  constexpr std::size_t unroll = 256 / (block * dtype_size(D));
   elementwise<D, unroll>(out, n, scalar, [&](std::size_t i, bool streaming) {
     f32x16 acc[unroll];
     for (std::size_t u = 0; u < unroll; ++u)
