@@ -32,6 +32,7 @@ membership::membership(membership_config cfg) : cfg_(std::move(cfg)), rng_(cfg_.
   MWS_ASSERT(cfg_.probe_timeout_us > 0 && cfg_.probe_timeout_us < cfg_.probe_interval_us);
   MWS_ASSERT(cfg_.awareness_max >= 1 && cfg_.suspicion_max_factor >= 1);
   MWS_ASSERT(cfg_.push_pull_interval_us > 0 && cfg_.reconnect_interval_us > 0);
+  MWS_ASSERT(cfg_.gossip_interval_us > 0);
   MWS_ASSERT(cfg_.members_max >= 1 && cfg_.updates_per_message_max >= 1);
   MWS_ASSERT(cfg_.broadcasts_max >= 1);
   MWS_ASSERT(cfg_.self_address.size() <= max_address_bytes);
@@ -45,6 +46,7 @@ void membership::start(time_us now_us, membership_sink& out) {
       now_us + static_cast<time_us>(rng_.below(static_cast<std::uint64_t>(cfg_.probe_interval_us)));
   next_push_pull_us_ = now_us + cfg_.push_pull_interval_us;
   next_reconnect_us_ = now_us + cfg_.reconnect_interval_us;
+  next_gossip_us_ = now_us + cfg_.gossip_interval_us;
   for (const auto& seed : cfg_.seeds) {
     if (seed == cfg_.self_address) continue;
     out.send({std::nullopt, seed}, swim::push_pull{true, false, full_state()});
@@ -97,6 +99,8 @@ void membership::on_message(const node_key& from, const swim::message& msg, time
             ++probe_->nacks_received;
             ++stats_.nacks_received;
           }
+        } else if constexpr (std::is_same_v<T, swim::gossip>) {
+          apply_all(m.updates);
         } else if constexpr (std::is_same_v<T, swim::push_pull>) {
           if (m.members.size() > cfg_.members_max + 1) {
             ++stats_.refused;
@@ -135,6 +139,10 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
   if (now_us >= next_push_pull_us_) {
     push_pull_with_random_member(now_us, out);
     next_push_pull_us_ = now_us + push_pull_interval();
+  }
+  if (now_us >= next_gossip_us_) {
+    gossip_to_random_members(out);
+    next_gossip_us_ = now_us + cfg_.gossip_interval_us;
   }
   if (now_us >= next_reconnect_us_) {
     reconnect(now_us, out);
@@ -457,6 +465,16 @@ void membership::push_pull_with_random_member(time_us, membership_sink& out) {
   out.send(to(peer.front()), swim::push_pull{false, false, full_state()});
 }
 
+void membership::gossip_to_random_members(membership_sink& out) {
+  if (pending_.empty()) return;
+  for (const auto& id : random_alive_members(cfg_.gossip_fanout, cfg_.self)) {
+    std::vector<member_update> updates = piggyback();
+    if (updates.empty()) break;
+    ++stats_.gossips;
+    out.send(to(id), swim::gossip{std::move(updates)});
+  }
+}
+
 void membership::reconnect(time_us, membership_sink& out) {
   std::vector<const std::string*> seeds;
   for (const auto& s : cfg_.seeds) {
@@ -518,6 +536,7 @@ void membership::emit(membership_event::kind k, const node_key& id, membership_s
 
 void membership::rearm(time_us now_us, membership_sink& out) {
   time_us next = std::min({next_probe_us_, next_push_pull_us_, next_reconnect_us_});
+  if (!pending_.empty()) next = std::min(next, next_gossip_us_);
   if (probe_)
     next = std::min(
         {next, probe_->indirect_sent ? next : probe_->indirect_at_us, probe_->give_up_at_us});

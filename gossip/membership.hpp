@@ -84,7 +84,13 @@ struct push_pull {
   std::vector<member_update> members;
 };
 
-using message = std::variant<ping, ack, ping_req, nack, push_pull>;
+// Updates alone, sent every gossip interval to a few random members while any are pending:
+// piggybacking on probes alone spreads news too slowly in a big, lossy mesh.
+struct gossip {
+  std::vector<member_update> updates;
+};
+
+using message = std::variant<ping, ack, ping_req, nack, push_pull, gossip>;
 
 }  // namespace swim
 
@@ -116,6 +122,8 @@ struct membership_config {
   std::vector<std::string> seeds;  // addresses to join through and to keep re-dialling
 
   time_us probe_interval_us = 1'000'000;
+  time_us gossip_interval_us = 200'000;  // pending updates go to gossip_fanout members this often
+  std::uint32_t gossip_fanout = 3;
   time_us probe_timeout_us = 500'000;
   std::uint32_t indirect_probes = 3;        // k
   std::uint32_t suspicion_multiplier = 4;   // min suspicion = mult * log10(n) * probe interval
@@ -139,6 +147,7 @@ struct membership_stats {
   std::uint64_t nacks_received = 0;
   std::uint64_t refutations = 0;  // times this node raised its incarnation
   std::uint64_t push_pulls = 0;
+  std::uint64_t gossips = 0;
   std::uint64_t refused = 0;  // messages or rows refused (bounds, malformed)
   std::uint32_t awareness = 0;
 };
@@ -236,6 +245,7 @@ class membership {
   void check_suspicions(time_us now_us, membership_sink& out);
   void check_relays(time_us now_us, membership_sink& out);
   void push_pull_with_random_member(time_us now_us, membership_sink& out);
+  void gossip_to_random_members(membership_sink& out);
   void reconnect(time_us now_us, membership_sink& out);
   void forget_old_dead(time_us now_us);
   void adjust_awareness(int delta);
@@ -266,6 +276,7 @@ class membership {
   time_us next_probe_us_ = 0;
   time_us next_push_pull_us_ = 0;
   time_us next_reconnect_us_ = 0;
+  time_us next_gossip_us_ = 0;
   time_us armed_for_us_ = -1;  // the earliest timer asked of the driver and not yet due
   membership_stats stats_;
 };

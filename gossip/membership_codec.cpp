@@ -85,6 +85,8 @@ std::vector<std::uint8_t> encode_membership(const swim::message& msg) {
           return {fb::Body::PingReq, fb::CreatePingReq(b, m.seq, encode_row(b, m.target)).Union()};
         } else if constexpr (std::is_same_v<T, swim::nack>) {
           return {fb::Body::Nack, fb::CreateNack(b, m.seq).Union()};
+        } else if constexpr (std::is_same_v<T, swim::gossip>) {
+          return {fb::Body::Gossip, fb::CreateGossip(b, encode_rows(b, m.updates)).Union()};
         } else {
           return {fb::Body::PushPull,
                   fb::CreatePushPull(b, m.join, m.reply, encode_rows(b, m.members)).Union()};
@@ -131,6 +133,11 @@ boost::system::result<swim::message> decode_membership(std::span<const std::uint
       auto rows = decode_rows(p->members(), limits.rows_max);
       if (!rows) return rows.error();
       return swim::message{swim::push_pull{p->join(), p->reply(), std::move(*rows)}};
+    }
+    case fb::Body::Gossip: {
+      auto updates = decode_rows(m->body_as_Gossip()->updates(), limits.updates_max);
+      if (!updates) return updates.error();
+      return swim::message{swim::gossip{std::move(*updates)}};
     }
     case fb::Body::NONE:
       break;

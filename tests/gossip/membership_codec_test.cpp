@@ -37,6 +37,8 @@ TEST_CASE("membership codec: every message kind survives a round trip") {
         row(3, member_state::dead));
   CHECK(round_trip(swim::ping_req{9, row(4)}).target == row(4));
   CHECK(round_trip(swim::nack{10}).seq == 10);
+  CHECK(round_trip(swim::gossip{{row(7), row(8, member_state::left)}}).updates ==
+        std::vector<member_update>{row(7), row(8, member_state::left)});
   const auto pp = round_trip(swim::push_pull{true, false, {row(5, member_state::left), row(6)}});
   CHECK(pp.join);
   CHECK_FALSE(pp.reply);
