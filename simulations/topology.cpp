@@ -87,33 +87,33 @@ result<graph> random_regular(node_id n, std::uint32_t d, rng& random) {
   if (d < 1 || d >= n) return fail(errc::bad_topology, "random-regular needs 1 <= degree < nodes");
   if ((static_cast<std::uint64_t>(n) * d) % 2 != 0)
     return fail(errc::bad_topology, "random-regular needs nodes x degree even");
-  // Pairing model with local rejection (Steger-Wormald): draw two free stubs; a pair that would
-  // make a loop or a parallel edge is redrawn, and only a stuck run starts over.
+  // Pairing model with local rejection (Steger-Wormald): draw two free half-edges; a pair that
+  // would make a loop or a parallel edge is redrawn, and only a stuck run starts over.
   for (int attempt = 0; attempt < attempts_max; ++attempt) {
-    std::vector<node_id> stubs;
-    stubs.reserve(static_cast<std::size_t>(n) * d);
+    std::vector<node_id> half_edges;
+    half_edges.reserve(static_cast<std::size_t>(n) * d);
     for (node_id i = 0; i < n; ++i)
       for (std::uint32_t k = 0; k < d; ++k)
-        stubs.push_back(i);
+        half_edges.push_back(i);
     std::vector<std::vector<node_id>> adj(n);
     edge_vector edges;
     bool stuck = false;
-    while (!stubs.empty() && !stuck) {
+    while (!half_edges.empty() && !stuck) {
       stuck = true;
       for (int tries = 0; tries < 100; ++tries) {
-        const auto ia = random.below(stubs.size());
-        const auto ib = random.below(stubs.size());
-        const node_id a = stubs[ia], b = stubs[ib];
+        const auto ia = random.below(half_edges.size());
+        const auto ib = random.below(half_edges.size());
+        const node_id a = half_edges[ia], b = half_edges[ib];
         if (ia == ib || a == b) continue;
         if (std::find(adj[a].begin(), adj[a].end(), b) != adj[a].end()) continue;
         adj[a].push_back(b);
         adj[b].push_back(a);
         edges.emplace_back(a, b);
         const auto hi = std::max(ia, ib), lo = std::min(ia, ib);
-        stubs[hi] = stubs.back();
-        stubs.pop_back();
-        stubs[lo] = stubs.back();
-        stubs.pop_back();
+        half_edges[hi] = half_edges.back();
+        half_edges.pop_back();
+        half_edges[lo] = half_edges.back();
+        half_edges.pop_back();
         stuck = false;
         break;
       }
