@@ -386,7 +386,9 @@ void membership::finish_probe(time_us now_us, membership_sink& out) {
   adjust_awareness(p.nacks_expected > 0 ? static_cast<int>(p.nacks_expected - p.nacks_received)
                                         : 1);
   auto it = members_.find(p.target);
-  if (it != members_.end() && it->second.state == member_state::alive) {
+  // A failed probe of a member already suspected is an independent confirmation (Lifeguard),
+  // which shortens the suspicion everywhere it spreads.
+  if (it != members_.end() && is_live(it->second.state)) {
     on_suspect({p.target, "", it->second.incarnation, member_state::suspect, cfg_.self}, cfg_.self,
                now_us, out);
   }
