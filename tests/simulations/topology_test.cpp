@@ -72,7 +72,7 @@ TEST_CASE("impossible topologies fail with a clear error instead of a graph") {
   CHECK(make_topology(spec, random).error().code == errc::bad_topology);
   spec.kind = topology_kind::random_regular;
   spec.nodes = 9;
-  spec.degree = 3;  // odd stub count
+  spec.degree = 3;  // nodes x degree odd: no regular graph exists
   CHECK(make_topology(spec, random).error().code == errc::bad_topology);
   spec.kind = topology_kind::erdos_renyi;
   spec.nodes = 200;
