@@ -242,21 +242,28 @@ inline void conversions_match_the_reference(backend& b) {
   }
 }
 
-// Every f16 and bf16 bit pattern and a million random f32 patterns (NaNs, infinities,
-// subnormals, ties), at several element offsets, converted between every pair of dtypes.
-inline void every_bit_pattern_converts_like_the_reference(backend& b) {
-  backend* gpu = &b;
-  auto gs = b.make_stream().value();
-  std::vector<float> f32_patterns(1 << 20);
+// `n` arbitrary f32 bit patterns (seeded) led by the values conversions get wrong first: signed
+// zeros, infinities, the f16 limits and ties, subnormals.
+inline std::vector<float> conversion_patterns(std::size_t n) {
+  std::vector<float> v(n);
   std::mt19937 rng(5);
-  for (auto& f : f32_patterns)
+  for (auto& f : v)
     f = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
   const float specials[] = {0.0f,      -0.0f,          INFINITY,       -INFINITY,
                             65504.0f,  65519.0f,       65520.0f,       0x1p-24f,
                             0x1p-25f,  0x1.8p-24f,     0x1p-149f,      0x1p-126f,
                             -0x1p-15f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 1.0f + 0x1p-11f};
-  for (std::size_t i = 0; i < std::size(specials); ++i)
-    f32_patterns[i] = specials[i];
+  for (std::size_t i = 0; i < std::size(specials) && i < n; ++i)
+    v[i] = specials[i];
+  return v;
+}
+
+// Every f16 and bf16 bit pattern and a million random f32 patterns (NaNs, infinities,
+// subnormals, ties), at several element offsets, converted between every pair of dtypes.
+inline void every_bit_pattern_converts_like_the_reference(backend& b) {
+  backend* gpu = &b;
+  auto gs = b.make_stream().value();
+  const std::vector<float> f32_patterns = conversion_patterns(std::size_t{1} << 20);
   for (dtype from : all_dtypes) {
     for (dtype to : all_dtypes) {
       for (std::size_t src_off : {std::size_t{0}, std::size_t{1}, std::size_t{3}}) {

@@ -172,16 +172,7 @@ TEST_CASE("emulated cuda kernels: weighted_sum in place equals the CPU backend b
 }
 
 TEST_CASE("emulated cuda kernels: conversions of every bit pattern equal the scalar reference") {
-  std::vector<float> f32_patterns(1 << 16);
-  std::mt19937 rng(5);
-  for (auto& f : f32_patterns)
-    f = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
-  const float specials[] = {0.0f,      -0.0f,          INFINITY,       -INFINITY,
-                            65504.0f,  65519.0f,       65520.0f,       0x1p-24f,
-                            0x1p-25f,  0x1.8p-24f,     0x1p-149f,      0x1p-126f,
-                            -0x1p-15f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 1.0f + 0x1p-11f};
-  for (std::size_t i = 0; i < std::size(specials); ++i)
-    f32_patterns[i] = specials[i];
+  const std::vector<float> f32_patterns = testing::conversion_patterns(std::size_t{1} << 16);
   for (dtype from : testing::all_dtypes) {
     for (dtype to : testing::all_dtypes) {
       if (from == to) continue;  // the backend copies instead
