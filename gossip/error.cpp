@@ -46,6 +46,8 @@ class category final : public boost::system::error_category {
         return "message kind not used by this node's algorithm";
       case errc::backend_failed:
         return "mixing operation failed in the compute backend";
+      case errc::not_supported:
+        return "operation not supported by this node's algorithm";
     }
     return "unknown gossip error";
   }

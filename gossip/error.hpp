@@ -34,6 +34,7 @@ enum class errc {
   not_a_peer,       // a message from a peer outside this node's configuration
   wrong_algorithm,  // a message kind that this node's algorithm does not use
   backend_failed,   // a mixing operation failed in gpu/ (see the log of the backend)
+  not_supported,    // the algorithm has no such operation (add_peer outside push_sum)
 };
 
 const boost::system::error_category& gossip_category() noexcept;

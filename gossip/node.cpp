@@ -34,7 +34,8 @@ node_base::node_base(const config& cfg, model initial, gpu::backend& backend, gp
       stream_(stream),
       rng_(cfg.seed),
       up_(cfg.peers.size(), true) {
-  MWS_ASSERT(!cfg_.peers.empty() && cfg_.peers.size() <= max_peers);
+  MWS_ASSERT(!cfg_.peers.empty() || cfg_.algo == algorithm::push_sum);
+  MWS_ASSERT(cfg_.peers.size() <= max_peers);
   MWS_ASSERT(cfg_.tick_interval_us > 0 && cfg_.timeout_us > 0);
   MWS_ASSERT(std::isfinite(model_.w) && model_.w > 0.0);
   MWS_ASSERT(model_.x.size() == model_.spec.size());
@@ -54,6 +55,17 @@ std::optional<std::size_t> node_base::peer_index(peer_id p) const noexcept {
                              [](const auto& a, const auto& b) { return a.first < b.first; });
   if (it == index_.end() || it->first != p) return std::nullopt;
   return it->second;
+}
+
+result<std::size_t> node_base::append_peer(peer_id p) {
+  if (p == cfg_.self || peer_index(p)) return errc::not_a_peer;
+  if (cfg_.peers.size() >= max_peers) return errc::out_of_range;
+  const auto i = cfg_.peers.size();
+  cfg_.peers.push_back(p);
+  up_.push_back(false);
+  const std::pair entry{p, i};
+  index_.insert(std::upper_bound(index_.begin(), index_.end(), entry), entry);
+  return i;
 }
 
 error_code node_base::check_payload(const message& msg, bool positive_weight) const noexcept {

@@ -77,15 +77,25 @@ class averaging_node {
   virtual error_code apply_local_update(std::span<const gpu::const_tensor_view> delta,
                                         double weight_delta, time_us now_us) = 0;
 
+  // Adds `peer` to the neighbours, with its link down until on_link_up: for a runtime whose
+  // membership changes while it runs. Only push_sum supports it (the other algorithms mix over
+  // a fixed neighbourhood or schedule); they return errc::not_supported. A peer already known
+  // (or self) is errc::not_a_peer; beyond max_peers, errc::out_of_range. Peers are never
+  // removed: a departed one stays down, and its running sums stay on record in case its last
+  // messages still arrive.
+  virtual error_code add_peer(peer_id peer) = 0;
+
   virtual const model& state() const noexcept = 0;
   virtual const node_stats& stats() const noexcept = 0;
   virtual const config& settings() const noexcept = 0;
 };
 
 // Makes the node of `cfg.algo`. The model's manifest is the one every message must match.
-// Preconditions (MWS_ASSERT): peers non-empty and at most max_peers, self not among them (except
-// for exact, where self must be in the list), no duplicates; fanout >= 1 and <= peers.size();
-// tick_interval_us > 0, timeout_us > 0; model.w > 0.
+// Preconditions (MWS_ASSERT): peers non-empty (push_sum: may be empty, see add_peer) and at
+// most max_peers, self not among them (except
+// for exact, where self must be in the list), no duplicates; fanout >= 1 and <= peers.size()
+// (push_sum: any fanout >= 1; it sends to at most the live peers it has); tick_interval_us > 0,
+// timeout_us > 0; model.w > 0.
 std::unique_ptr<averaging_node> make_node(const config& cfg, model initial, gpu::backend& backend,
                                           gpu::stream& stream);
 

@@ -16,7 +16,16 @@ class push_sum_node final : public node_base {
         out_(cfg_.peers.size()),
         in_(cfg_.peers.size()),
         order_(cfg_.peers.size()) {
-    MWS_ASSERT(cfg_.fanout >= 1 && cfg_.fanout <= cfg_.peers.size());
+    MWS_ASSERT(cfg_.fanout >= 1);
+  }
+
+  error_code add_peer(peer_id peer) override {
+    auto i = append_peer(peer);
+    if (!i) return i.error();
+    out_.emplace_back();
+    in_.emplace_back();
+    order_.emplace_back();
+    return {};
   }
 
   void start(time_us now_us, action_sink& out) override {

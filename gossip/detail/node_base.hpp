@@ -25,6 +25,7 @@ class node_base : public averaging_node {
 
   error_code apply_local_update(std::span<const gpu::const_tensor_view> delta, double weight_delta,
                                 time_us now_us) override;
+  error_code add_peer(peer_id) override { return errc::not_supported; }
   const model& state() const noexcept override { return model_; }
   const node_stats& stats() const noexcept override { return stats_; }
   const config& settings() const noexcept override { return cfg_; }
@@ -32,6 +33,9 @@ class node_base : public averaging_node {
  protected:
   // Position of `p` in cfg_.peers, if it is there.
   std::optional<std::size_t> peer_index(peer_id p) const noexcept;
+
+  // Appends `p` to cfg_.peers with its link down; returns its index, or the add_peer error.
+  result<std::size_t> append_peer(peer_id p);
 
   // Refuses a message whose payload does not match the manifest or whose weight is not finite
   // (or not positive, when `positive_weight`).

@@ -235,6 +235,51 @@ TEST_CASE("push-sum keeps mass across links that go down and come back") {
   CHECK(max_relative_error(d, exact) < 1e-6);
 }
 
+TEST_CASE("push-sum grows its neighbourhood while it runs and keeps the exact mean") {
+  // Nodes start alone, as in a runtime whose members join one by one: node i learns of nodes
+  // 0..i-1 when it joins (a ring of joins, then everyone), over a lossy network.
+  auto backend = gpu::make_cpu_backend();
+  driver d(*backend, lossy, 33);
+  constexpr std::size_t n = 6;
+  for (std::size_t i = 0; i < n; ++i) {
+    config cfg;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.seed = 90 + i;
+    d.add(cfg, one_tensor(4), [&](model& m) {
+      for (auto& v : floats(m.x))
+        v = static_cast<float>(3 * i + 1);
+    });
+  }
+  const auto exact = ratio(total_mass(d));
+  d.start();
+  for (std::size_t i = 1; i < n; ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      REQUIRE(!d.node(i).add_peer({static_cast<std::uint32_t>(j)}));
+      REQUIRE(!d.node(j).add_peer({static_cast<std::uint32_t>(i)}));
+      d.link_up(i, j);
+    }
+    d.run(d.now() + 15'000);
+  }
+  CHECK(d.node(0).add_peer({1}) == errc::not_a_peer);  // known already
+  CHECK(d.node(0).add_peer({0}) == errc::not_a_peer);  // self
+  d.run(d.now() + 600'000);
+  d.net() = network{};
+  d.run(d.now() + 40'500);
+  CHECK(total_mass(d).w == doctest::Approx(static_cast<double>(n)).epsilon(1e-12));
+  CHECK(max_relative_error(d, exact) < 1e-6);
+}
+
+TEST_CASE("only push-sum adds peers while it runs") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.algo = algorithm::sync;
+  cfg.self = {1};
+  cfg.peers = {{2}};
+  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
+  CHECK(node->add_peer({3}) == errc::not_supported);
+}
+
 TEST_CASE("push-sum ignores an older or repeated running sum") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();
