@@ -1,0 +1,107 @@
+// The node's connections: one or more authenticated transport connections per peer key, each
+// with a bounded outbox, a writer and a reader coroutine, opened by the listener or dialled on
+// demand when a message goes to a member (or seed address) without one.
+//
+// Every connection starts with the hello exchange (runtime/hello.hpp): each side sends its hello
+// first, and a peer whose hello is malformed, whose manifest differs, or who is this node itself
+// is refused (reported to on_refused) before any of its messages reach the protocol. Messages
+// after the hello carry an 8-byte channel prefix (channel byte, 7 zero bytes, keeping tensor
+// bytes 8-aligned) and go to on_message whole, in a buffer the handler may keep.
+//
+// Bounds: a message is at most config.message_bytes_max; an outbox holds at most outbox_max
+// messages and the queue of a dial in progress pending_max; what does not fit is dropped and
+// counted (the protocols above tolerate loss). Internal to runtime/; all calls on the node's
+// loop thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/buffer.hpp>
+
+#include "runtime/hello.hpp"
+#include "transport/connection.hpp"
+
+namespace mws::runtime::detail {
+
+enum class channel : std::uint8_t { hello = 0, membership = 1, averaging = 2 };
+inline constexpr std::size_t channel_prefix_bytes = 8;
+
+// One message to send: `head` (starting with the channel prefix) then the `tail` spans, whose
+// memory `keep` owns until the message is written.
+struct outgoing {
+  std::vector<std::uint8_t> head;
+  std::vector<boost::asio::const_buffer> tail;
+  std::shared_ptr<const void> keep;
+};
+
+// A message as received: the whole buffer (channel prefix included), shareable.
+using incoming = std::shared_ptr<const std::vector<std::uint8_t>>;
+
+struct peer_events {
+  // A connection of `key` passed the hello; `first` when no other connection of it was ready.
+  std::function<void(const transport::public_key& key, const hello& h, bool first)> on_ready;
+  // The last ready connection of `key` closed.
+  std::function<void(const transport::public_key& key)> on_lost;
+  std::function<void(const transport::public_key& key, channel ch, incoming msg)> on_message;
+  // A peer (by key or address) was refused or a dial failed; `why` is a sentence for the log.
+  std::function<void(const std::string& who, const std::string& reason, const std::string& why)>
+      on_refused;
+};
+
+struct peers_config {
+  transport::connection_config connection;
+  hello own;                          // sent first on every connection
+  std::size_t message_bytes_max = 0;  // largest message accepted after the hello
+  std::size_t outbox_max = 64;        // messages queued per connection
+  std::size_t pending_max = 64;       // messages queued per dial in progress
+  std::size_t dials_max = 64;         // dials in progress
+};
+
+struct peers_stats {
+  std::uint64_t dropped = 0;  // messages not sent: outbox or dial queue full, dial failed
+  std::uint64_t dials = 0;
+  std::uint64_t dials_failed = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t messages_sent = 0;
+  std::uint64_t messages_received = 0;
+};
+
+class peers {
+ public:
+  peers(boost::asio::any_io_executor executor, const transport::identity& self,
+        peers_config config, peer_events events);
+  ~peers();
+  peers(const peers&) = delete;
+  peers& operator=(const peers&) = delete;
+
+  // Takes a connection the listener accepted.
+  void adopt(transport::connection c);
+  // Sends to `key` if a ready connection exists; otherwise dials `address` (expecting `key`
+  // when given) and sends once the hello is through.
+  void send(const std::optional<transport::public_key>& key, const std::string& address,
+            outgoing msg);
+  bool is_connected(const transport::public_key& key) const;
+  std::size_t connected_peers() const;
+  const peers_stats& stats() const noexcept;
+  // Closes every connection (gracefully, in the background) and stops dialling.
+  void close_all();
+
+  struct state;  // shared with the connection coroutines
+
+ private:
+  std::shared_ptr<state> state_;
+};
+
+// The 8-byte channel prefix.
+std::vector<std::uint8_t> channel_prefix(channel ch);
+
+}  // namespace mws::runtime::detail

@@ -1,0 +1,132 @@
+// mws::runtime::node: one member of a mesh that averages a model with its peers. This is the
+// public embedding API; apps/mws-node is a thin main over it.
+//
+//   boost::asio::io_context io;
+//   mws::runtime::node_options opts;
+//   opts.key_file = "node.key";
+//   opts.seeds = {"10.0.0.1:7400"};
+//   auto n = mws::runtime::node::create(io.get_executor(), opts, std::move(model)).value();
+//   n->start().value();                 // binds, joins through the seeds
+//   io.run();                           // or run the context on a thread of your own
+//   ...  n->apply_local_update(delta);  // from the loop's thread (post() from others)
+//   auto avg = n->estimate();           // the current estimate of the mesh's mean
+//
+// What it does: membership (SWIM + Lifeguard, gossip/membership.hpp) over authenticated,
+// encrypted connections (transport/), and push-sum averaging with running sums per link
+// (gossip/node.hpp) with every live member, mixing on the CPU backend. Every connection starts
+// with a hello that carries the model manifest: a peer averaging another model is refused and
+// logged. Guarantees (docs/MODES.md): with no crash, every node's estimate converges to the
+// exact weighted mean of the initial models plus all local updates, under loss, duplication and
+// reordering of messages; a node that crashes takes its mass (and what was in flight to it)
+// with it, and the others converge to the mean of what remains.
+//
+// Threading: one event loop. Every member function must be called on the executor's thread
+// (post to it from elsewhere); handlers and events run there too. The node owns no thread.
+// Lifetime: call stop() and let the loop run until it returns before destroying the node.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/system/result.hpp>
+
+#include "runtime/log.hpp"
+#include "runtime/model_file.hpp"
+#include "transport/identity.hpp"
+
+namespace mws::runtime {
+
+struct node_options {
+  std::filesystem::path key_file;  // the node's identity; created (mode 0600) when missing
+  std::optional<std::array<std::uint8_t, 32>> mesh_psk;  // every node of the mesh holds it
+  std::vector<transport::public_key> allowlist;           // empty: any key that holds the psk
+  std::string listen = "127.0.0.1:0";                     // host:port; port 0 picks one
+  std::string advertise;           // the address peers dial; default: the bound listen address
+  std::vector<std::string> seeds;  // host:port of members to join through
+  std::string http_listen;         // host:port of /metrics /livez /readyz /status; "" = off
+  std::filesystem::path data_dir;  // checkpoints; "" = none
+
+  std::int64_t tick_interval_us = 20'000;  // averaging: one share to one live member per tick
+  std::int64_t probe_interval_us = 1'000'000;  // membership: one probe per interval
+  std::int64_t checkpoint_interval_us = 30'000'000;
+  std::uint64_t seed = 0;  // randomness of the protocols; 0 = from the OS
+  log_level log_min = log_level::info;
+  logger::sink log_sink;  // default: standard error
+};
+
+// A failure to create or start a node, as one sentence for the operator.
+struct node_error {
+  std::string message;
+};
+[[noreturn]] void throw_exception_from_error(const node_error& e, const boost::source_location&);
+template <class T>
+using node_result = boost::system::result<T, node_error>;
+
+struct node_event {
+  enum class kind : std::uint8_t { peer_joined, peer_failed, peer_left, peer_refused };
+  kind what = kind::peer_joined;
+  std::string peer;    // peer id (hex) or address
+  std::string detail;  // why, for refusals
+};
+
+struct node_status {
+  std::string id;       // this node's peer id (32 hex digits)
+  std::string address;  // advertised
+  std::size_t members_alive = 0;  // self included
+  std::size_t peers_connected = 0;
+  double weight = 0.0;  // w of push-sum: the estimate is x / w
+  std::uint64_t messages_sent = 0, messages_received = 0;
+  std::uint64_t bytes_sent = 0, bytes_received = 0;
+  std::uint64_t messages_refused = 0, local_updates = 0;
+  std::uint64_t peers_refused = 0;
+};
+
+class node {
+ public:
+  // Loads (or creates) the key, checks the options and the model; binds nothing yet.
+  static node_result<std::unique_ptr<node>> create(boost::asio::any_io_executor executor,
+                                                   node_options options, model_file initial);
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  // Binds the listener (and HTTP), starts membership and averaging, joins through the seeds.
+  // Errors: address in use, unresolvable listen address, ...
+  node_result<void> start();
+
+  // Announces a graceful leave, closes every connection and the listeners. The loop may then
+  // run out of work; pending coroutines finish shortly after.
+  void stop();
+
+  // x += delta (same manifest as the model), w += weight_delta. Allowed at any time.
+  node_result<void> apply_local_update(const model_file& delta, double weight_delta = 0.0);
+
+  // The current estimate x / w, in the manifest's dtypes.
+  model_file estimate() const;
+  node_status status() const;
+  const manifest& spec() const noexcept;
+
+  void subscribe(std::function<void(const node_event&)> handler);
+
+  boost::asio::ip::tcp::endpoint listen_endpoint() const;
+  std::optional<boost::asio::ip::tcp::endpoint> http_endpoint() const;
+
+  struct impl;
+
+ private:
+  explicit node(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+// Parses a "host:port" or "[v6]:port" with a numeric host into an endpoint.
+node_result<boost::asio::ip::tcp::endpoint> parse_endpoint(const std::string& address);
+
+}  // namespace mws::runtime
