@@ -85,6 +85,11 @@ class averaging_node {
   // messages still arrive.
   virtual error_code add_peer(peer_id peer) = 0;
 
+  // Forgets all link state with `peer` (running sums, sequence numbers), as when the peer
+  // restarted and lost its own: its next messages start a new link. Mass the old link had in
+  // flight is lost. push_sum only (errc::not_supported elsewhere); unknown peer: not_a_peer.
+  virtual error_code reset_peer(peer_id peer) = 0;
+
   virtual const model& state() const noexcept = 0;
   virtual const node_stats& stats() const noexcept = 0;
   virtual const config& settings() const noexcept = 0;

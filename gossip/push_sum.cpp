@@ -28,6 +28,14 @@ class push_sum_node final : public node_base {
     return {};
   }
 
+  error_code reset_peer(peer_id peer) override {
+    const auto i = peer_index(peer);
+    if (!i) return errc::not_a_peer;
+    out_[*i] = {};
+    in_[*i] = {};
+    return {};
+  }
+
   void start(time_us now_us, action_sink& out) override {
     next_tick_us_ = std::max(now_us, cfg_.start_us);
     out.arm_timer(next_tick_us_);

@@ -60,8 +60,8 @@ std::vector<std::uint8_t> encode_hello(const hello& h) {
     tensors.push_back(fb::CreateTensor(b, b.CreateString(t.name), static_cast<std::uint8_t>(t.type),
                                        b.CreateVector(t.shape)));
   }
-  const auto root = fb::CreateHello(b, hello_version, b.CreateString(h.address), h.boot,
-                                    b.CreateVector(tensors));
+  const auto root =
+      fb::CreateHello(b, hello_version, b.CreateString(h.address), h.boot, b.CreateVector(tensors));
   fb::FinishHelloBuffer(b, root);
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }

@@ -62,8 +62,7 @@ void logger::set_context(std::string_view key, std::string value) {
   append_field(context_, key, value);
 }
 
-void logger::log(log_level level, std::string_view event,
-                 std::initializer_list<log_field> fields) {
+void logger::log(log_level level, std::string_view event, std::initializer_list<log_field> fields) {
   if (!enabled(level)) return;
   std::string line = "{\"ts\":\"" + utc_now() + "\"";
   append_field(line, "level", level_name(level));

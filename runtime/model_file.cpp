@@ -406,7 +406,11 @@ model_result<model_file> load_safetensors(const std::filesystem::path& path) {
   return model;
 }
 
-model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model) {
+namespace {
+
+// The 8-byte length and the JSON header (padded so data starts 8-byte aligned, as safetensors
+// does) of `model`.
+std::string safetensors_prefix(const model_file& model) {
   boost::json::object header;
   if (!model.metadata().empty()) {
     boost::json::object meta;
@@ -429,12 +433,27 @@ model_result<void> save_safetensors(const std::filesystem::path& path, const mod
     offset += t.bytes();
   }
   std::string text = boost::json::serialize(header);
-  text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned, as safetensors does
-  std::byte length[8];
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
   for (std::size_t i = 0; i < 8; ++i)
-    length[i] = static_cast<std::byte>((text.size() >> (8 * i)) & 0xff);
-  std::vector<std::span<const std::byte>> parts = {std::span<const std::byte>(length),
-                                                   std::as_bytes(std::span<const char>(text))};
+    out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  return out + text;
+}
+
+}  // namespace
+
+std::string encode_safetensors(const model_file& model) {
+  std::string out = safetensors_prefix(model);
+  for (std::size_t i = 0; i < model.spec().tensors.size(); ++i) {
+    const auto b = model.tensor_bytes(i);
+    out.append(reinterpret_cast<const char*>(b.data()), b.size());
+  }
+  return out;
+}
+
+model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model) {
+  const std::string prefix = safetensors_prefix(model);
+  std::vector<std::span<const std::byte>> parts = {std::as_bytes(std::span<const char>(prefix))};
   for (std::size_t i = 0; i < model.spec().tensors.size(); ++i)
     parts.push_back(model.tensor_bytes(i));
   if (auto error = detail::write_file_atomically(path, parts); !error.empty()) {

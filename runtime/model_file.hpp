@@ -116,6 +116,9 @@ model_result<model_file> parse_safetensors(std::span<const std::byte> file);
 // directory. A crash at any moment leaves either the old file or the new one.
 model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model);
 
+// The bytes save_safetensors writes, in memory (for /export).
+std::string encode_safetensors(const model_file& model);
+
 }  // namespace mws::runtime
 
 template <>

@@ -8,17 +8,18 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
+#include "runtime/detail/spawn.hpp"
 
 #include "gossip/codec.hpp"
 #include "gossip/membership.hpp"
 #include "gossip/membership_codec.hpp"
 #include "gossip/node.hpp"
 #include "gpu/backend.hpp"
+#include "runtime/checkpoint.hpp"
 #include "runtime/detail/peers.hpp"
 #include "runtime/http_server.hpp"
 #include "runtime/metrics.hpp"
@@ -36,7 +37,9 @@ namespace asio = boost::asio;
 using detail::channel;
 using transport::public_key;
 
-std::string hex_id(const public_key& k) { return transport::peer_id::of(k).to_string(); }
+std::string hex_id(const public_key& k) {
+  return transport::peer_id::of(k).to_string();
+}
 
 gossip::node_key to_node_key(const public_key& k) {
   gossip::node_key n;
@@ -134,6 +137,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   std::map<public_key, gossip::peer_id> ids;
   std::vector<public_key> keys{public_key{}};
   std::map<public_key, std::string> addresses;  // from hellos and membership
+  std::map<public_key, std::uint64_t> boots;    // from hellos: a change means a restart
+  std::optional<checkpoint_store> checkpoints;
+  gossip::time_us next_checkpoint_us = 0;
   std::uint64_t messages_refused = 0, peers_refused = 0;
   bool running = false, stopped = false;
 
@@ -147,8 +153,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   }
 
   gossip::time_us now_us() const {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::steady_clock::now() - epoch)
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                 epoch)
         .count();
   }
 
@@ -161,8 +167,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     return it->second;
   }
 
-  void emit(node_event::kind what, std::string peer, std::string detail = {}) {
-    const node_event e{what, std::move(peer), std::move(detail)};
+  void emit(node_event::kind what, std::string peer, std::string detail = {},
+            std::string reason = {}) {
+    const node_event e{what, std::move(peer), std::move(detail), std::move(reason)};
     for (const auto& s : subscribers)
       s(e);
   }
@@ -192,7 +199,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       for (std::size_t t = 0; t < msg.tensors->size(); ++t) {
         const auto v = (*msg.tensors)[t];
         const auto bytes = v.numel * gpu::dtype_size(v.type);
-        if (layout.tensor_offsets[t] > at) out.tail.emplace_back(zeros.data(), layout.tensor_offsets[t] - at);
+        if (layout.tensor_offsets[t] > at)
+          out.tail.emplace_back(zeros.data(), layout.tensor_offsets[t] - at);
         out.tail.emplace_back(v.data, bytes);
         at = layout.tensor_offsets[t] + bytes;
       }
@@ -240,6 +248,14 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   void on_ready(const public_key& key, const hello& h, bool first) {
     addresses[key] = h.address;
     const auto id = id_of(key);
+    auto [known, fresh] = boots.emplace(key, h.boot);
+    if (!fresh && known->second != h.boot) {
+      // The peer restarted and lost its link state; ours must start over too, or its new
+      // running sums (seq 1, 2, ...) would be ignored as old.
+      known->second = h.boot;
+      (void)averaging->reset_peer(id);
+      log.log(log_level::info, "peer_restarted", {{"peer", hex_id(key)}});
+    }
     if (first) averaging->on_link_up(id, now_us(), *this);
     log.log(log_level::debug, "peer_connected", {{"peer", hex_id(key)}, {"address", h.address}});
   }
@@ -250,6 +266,10 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     if (ch == channel::membership) {
       auto m = gossip::decode_membership(body);
       if (!m) return refused_message(key, m.error());
+      if (log.enabled(log_level::debug)) {
+        log.log(log_level::debug, "membership_message",
+                {{"peer", hex_id(key)}, {"kind", std::to_string(m->index())}});
+      }
       members->on_message(to_node_key(key), *m, now, *this);
       return;
     }
@@ -269,7 +289,29 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     metrics.add("mws_peers_refused_total", 1, {{"reason", reason}});
     log.log(reason == "dial" ? log_level::info : log_level::warn, "peer_refused",
             {{"peer", who}, {"reason", reason}, {"why", why}});
-    emit(node_event::kind::peer_refused, who, why);
+    emit(node_event::kind::peer_refused, who, why, reason);
+  }
+
+  // Writes x and w (not the running sums: docs/MODES.md says why) as the next checkpoint.
+  void save_checkpoint() {
+    if (!checkpoints) return;
+    const auto& st = averaging->state();
+    model_file out(spec);
+    for (std::size_t t = 0; t < spec.tensors.size(); ++t) {
+      std::memcpy(out.tensor_bytes(t).data(), st.x[t].data, out.tensor_bytes(t).size());
+    }
+    char weight[64];
+    std::snprintf(weight, sizeof weight, "%a", st.w);
+    out.metadata()["mws.weight"] = weight;
+    out.metadata()["mws.node"] = self.id().to_string();
+    auto saved = checkpoints->save(out);
+    if (!saved) {
+      log.log(log_level::error, "checkpoint_failed", {{"why", saved.error().message}});
+      metrics.add("mws_checkpoints_failed_total", 1);
+      return;
+    }
+    metrics.add("mws_checkpoints_total", 1);
+    log.log(log_level::debug, "checkpoint_saved", {{"path", saved->path.string()}});
   }
 
   static asio::awaitable<void> tick_loop(impl* self_ptr, std::shared_ptr<bool> alive) {
@@ -284,6 +326,10 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       const auto now = n.now_us();
       n.members->on_tick(now, n);
       n.averaging->on_tick(now, n);
+      if (n.checkpoints && now >= n.next_checkpoint_us) {
+        n.save_checkpoint();
+        n.next_checkpoint_us = now + n.opts.checkpoint_interval_us;
+      }
     }
   }
 
@@ -297,6 +343,61 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
 };
 
 void register_endpoints(node::impl& n, const node& self);
+
+namespace {
+
+// Opens the checkpoint store and, when it holds a checkpoint of this model, starts from it.
+node_result<void> resume(node::impl& n, gossip::model& m) {
+  auto store = checkpoint_store::open(n.opts.data_dir);
+  if (!store) return node_error{"data directory: " + store.error().message};
+  n.checkpoints = std::move(*store);
+  auto loaded = n.checkpoints->load_latest();
+  if (!loaded) return node_error{"data directory: " + loaded.error().message};
+  for (const auto& skipped : loaded->skipped) {
+    n.log.log(log_level::warn, "checkpoint_skipped", {{"why", skipped.reason.message}});
+  }
+  if (!loaded->latest) return {};
+  const auto& ckpt = *loaded->latest;
+  if (auto diff = describe_difference(n.spec, ckpt.model.spec()); !diff.empty()) {
+    return node_error{ckpt.path.string() + " holds another model: " + diff};
+  }
+  const auto w = ckpt.model.metadata().find("mws.weight");
+  const double weight =
+      w == ckpt.model.metadata().end() ? 0.0 : std::strtod(w->second.c_str(), nullptr);
+  if (!std::isfinite(weight) || !(weight > 0.0)) {
+    return node_error{ckpt.path.string() + ": no valid mws.weight in its metadata"};
+  }
+  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
+    const auto src = ckpt.model.tensor_bytes(t);
+    std::memcpy(m.x.mutable_view(t).data, src.data(), src.size());
+  }
+  m.w = weight;
+  n.log.log(log_level::info, "resumed", {{"checkpoint", ckpt.path.string()}});
+  return {};
+}
+
+}  // namespace
+
+void declare_metrics(metrics_registry& m) {
+  using k = metrics_registry::kind;
+  m.declare("mws_members_alive", k::gauge, "Members the node believes alive, itself included.");
+  m.declare("mws_peers_connected", k::gauge, "Peers with an open, authenticated connection.");
+  m.declare("mws_weight", k::gauge, "Push-sum weight w; the estimate is x / w.");
+  m.declare("mws_messages_sent_total", k::counter, "Messages sent to peers.");
+  m.declare("mws_messages_received_total", k::counter, "Messages received from peers.");
+  m.declare("mws_bytes_sent_total", k::counter, "Bytes of messages sent, before encryption.");
+  m.declare("mws_bytes_received_total", k::counter, "Bytes of messages received, decrypted.");
+  m.declare("mws_messages_dropped_total", k::counter,
+            "Messages not sent: a full queue or a failed dial.");
+  m.declare("mws_messages_refused_total", k::counter, "Messages refused as malformed or foreign.");
+  m.declare("mws_peers_refused_total", k::counter,
+            "Connections refused or failed, by reason (handshake, manifest, dial, ...).");
+  m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");
+  m.declare("mws_local_updates_total", k::counter, "Local updates applied.");
+  m.declare("mws_averaging_shares_total", k::counter, "Averaging messages emitted.");
+  m.declare("mws_checkpoints_total", k::counter, "Checkpoints written.");
+  m.declare("mws_checkpoints_failed_total", k::counter, "Checkpoints that could not be written.");
+}
 
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
@@ -317,6 +418,7 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   }
   auto p = std::make_unique<impl>(std::move(executor), std::move(options), std::move(*id));
   auto& n = *p;
+  declare_metrics(n.metrics);
   n.spec = initial.spec();
   n.gspec = to_gossip_manifest(n.spec);
   n.backend = gpu::make_cpu_backend();
@@ -328,6 +430,10 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
     const auto src = initial.tensor_bytes(t);
     std::memcpy(m->x.mutable_view(t).data, src.data(), src.size());
+  }
+  if (!n.opts.data_dir.empty()) {
+    auto resumed = resume(n, *m);
+    if (!resumed) return resumed.error();
   }
   const auto seed = n.opts.seed != 0 ? n.opts.seed : random_u64();
   gossip::config cfg;
@@ -356,7 +462,7 @@ node_result<void> node::start() {
   std::string advertise = n.opts.advertise;
   if (advertise.empty()) {
     advertise = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                         : bound.address().to_string();
+                                        : bound.address().to_string();
     advertise += ":" + std::to_string(bound.port());
   }
   if (!n.opts.http_listen.empty()) {
@@ -398,18 +504,19 @@ node_result<void> node::start() {
   n.members = std::make_unique<gossip::membership>(mc);
   n.running = true;
   n.log.log(log_level::info, "node_started",
-            {{"address", advertise}, {"model", n.spec.summary()}, {"seeds", std::to_string(n.opts.seeds.size())}});
-  asio::co_spawn(
-      n.ex,
-      n.listener->run([&n](transport::connection c) { n.links->adopt(std::move(c)); },
-                      [&n](const std::string& who, boost::system::error_code ec) {
-                        n.on_refused(who, "handshake", ec.message());
-                      }),
-      asio::detached);
+            {{"address", advertise},
+             {"model", n.spec.summary()},
+             {"seeds", std::to_string(n.opts.seeds.size())}});
+  asio::co_spawn(n.ex,
+                 n.listener->run([&n](transport::connection c) { n.links->adopt(std::move(c)); },
+                                 [&n](const std::string& who, boost::system::error_code ec) {
+                                   n.on_refused(who, "handshake", ec.message());
+                                 }),
+                 detail::rethrow_failure);
   const auto now = n.now_us();
   n.members->start(now, n);
   n.averaging->start(now, n);
-  asio::co_spawn(n.ex, impl::tick_loop(&n, n.alive), asio::detached);
+  asio::co_spawn(n.ex, impl::tick_loop(&n, n.alive), detail::rethrow_failure);
   return {};
 }
 
@@ -419,6 +526,7 @@ void node::stop() {
   n.stopped = true;
   if (n.running) {
     n.members->leave(n.now_us(), n);  // queued on open connections before they close
+    n.save_checkpoint();
     n.log.log(log_level::info, "node_stopping", {});
   }
   const bool was_running = n.running;
@@ -429,7 +537,7 @@ void node::stop() {
   if (!n.links) return;
   if (!was_running || !*n.alive) return n.links->close_all();
   // Let the leave announcement go out on the open connections before closing them.
-  asio::co_spawn(n.ex, impl::close_after_leave(&n, n.alive), asio::detached);
+  asio::co_spawn(n.ex, impl::close_after_leave(&n, n.alive), detail::rethrow_failure);
 }
 
 node_result<void> node::apply_local_update(const model_file& delta, double weight_delta) {
@@ -486,7 +594,9 @@ node_status node::status() const {
   return s;
 }
 
-const manifest& node::spec() const noexcept { return impl_->spec; }
+const manifest& node::spec() const noexcept {
+  return impl_->spec;
+}
 
 void node::subscribe(std::function<void(const node_event&)> handler) {
   impl_->subscribers.push_back(std::move(handler));
@@ -496,7 +606,9 @@ asio::ip::tcp::endpoint node::listen_endpoint() const {
   return impl_->listener ? impl_->listener->local_endpoint() : asio::ip::tcp::endpoint{};
 }
 
-std::optional<asio::ip::tcp::endpoint> node::http_endpoint() const { return impl_->http_bound; }
+std::optional<asio::ip::tcp::endpoint> node::http_endpoint() const {
+  return impl_->http_bound;
+}
 
 std::string status_json(const node_status& s) {
   boost::json::object o;
@@ -516,27 +628,13 @@ std::string status_json(const node_status& s) {
 }
 
 void register_endpoints(node::impl& n, const node& self) {
-  using k = metrics_registry::kind;
-  auto& m = n.metrics;
-  m.declare("mws_members_alive", k::gauge, "Members the node believes alive, itself included.");
-  m.declare("mws_peers_connected", k::gauge, "Peers with an open, authenticated connection.");
-  m.declare("mws_weight", k::gauge, "Push-sum weight w; the estimate is x / w.");
-  m.declare("mws_messages_sent_total", k::counter, "Messages sent to peers.");
-  m.declare("mws_messages_received_total", k::counter, "Messages received from peers.");
-  m.declare("mws_bytes_sent_total", k::counter, "Bytes of messages sent, before encryption.");
-  m.declare("mws_bytes_received_total", k::counter, "Bytes of messages received, decrypted.");
-  m.declare("mws_messages_dropped_total", k::counter,
-            "Messages not sent: a full queue or a failed dial.");
-  m.declare("mws_messages_refused_total", k::counter, "Messages refused as malformed or foreign.");
-  m.declare("mws_peers_refused_total", k::counter,
-            "Connections refused or failed, by reason (handshake, manifest, dial, ...).");
-  m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");
-  m.declare("mws_local_updates_total", k::counter, "Local updates applied.");
-  m.declare("mws_averaging_shares_total", k::counter, "Averaging messages emitted.");
   n.http->route("/livez", [] { return http_response{200, "text/plain", "ok\n"}; });
   n.http->route("/readyz", [&n] {
     const bool ready = n.running && (n.opts.seeds.empty() || n.members->alive_count() > 1);
     return http_response{ready ? 200u : 503u, "text/plain", ready ? "ready\n" : "joining\n"};
+  });
+  n.http->route("/export", [&self] {
+    return http_response{200, "application/octet-stream", encode_safetensors(self.estimate())};
   });
   n.http->route("/status", [&self] {
     return http_response{200, "application/json", status_json(self.status())};

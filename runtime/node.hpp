@@ -47,14 +47,14 @@ namespace mws::runtime {
 struct node_options {
   std::filesystem::path key_file;  // the node's identity; created (mode 0600) when missing
   std::optional<std::array<std::uint8_t, 32>> mesh_psk;  // every node of the mesh holds it
-  std::vector<transport::public_key> allowlist;           // empty: any key that holds the psk
-  std::string listen = "127.0.0.1:0";                     // host:port; port 0 picks one
+  std::vector<transport::public_key> allowlist;          // empty: any key that holds the psk
+  std::string listen = "127.0.0.1:0";                    // host:port; port 0 picks one
   std::string advertise;           // the address peers dial; default: the bound listen address
   std::vector<std::string> seeds;  // host:port of members to join through
   std::string http_listen;         // host:port of /metrics /livez /readyz /status; "" = off
   std::filesystem::path data_dir;  // checkpoints; "" = none
 
-  std::int64_t tick_interval_us = 20'000;  // averaging: one share to one live member per tick
+  std::int64_t tick_interval_us = 20'000;      // averaging: one share to one live member per tick
   std::int64_t probe_interval_us = 1'000'000;  // membership: one probe per interval
   std::int64_t checkpoint_interval_us = 30'000'000;
   std::uint64_t seed = 0;  // randomness of the protocols; 0 = from the OS
@@ -75,11 +75,12 @@ struct node_event {
   kind what = kind::peer_joined;
   std::string peer;    // peer id (hex) or address
   std::string detail;  // why, for refusals
+  std::string reason;  // refusals: handshake, manifest, bad_hello, dial, ...
 };
 
 struct node_status {
-  std::string id;       // this node's peer id (32 hex digits)
-  std::string address;  // advertised
+  std::string id;                 // this node's peer id (32 hex digits)
+  std::string address;            // advertised
   std::size_t members_alive = 0;  // self included
   std::size_t peers_connected = 0;
   double weight = 0.0;  // w of push-sum: the estimate is x / w

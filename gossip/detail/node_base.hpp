@@ -26,6 +26,7 @@ class node_base : public averaging_node {
   error_code apply_local_update(std::span<const gpu::const_tensor_view> delta, double weight_delta,
                                 time_us now_us) override;
   error_code add_peer(peer_id) override { return errc::not_supported; }
+  error_code reset_peer(peer_id) override { return errc::not_supported; }
   const model& state() const noexcept override { return model_; }
   const node_stats& stats() const noexcept override { return stats_; }
   const config& settings() const noexcept override { return cfg_; }

@@ -5,10 +5,10 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include "runtime/detail/spawn.hpp"
 
 #include "transport/error.hpp"
 
@@ -31,7 +31,9 @@ struct link {
   bool closed = false;
 };
 
-std::string hex(const public_key& k) { return transport::peer_id::of(k).to_string(); }
+std::string hex(const public_key& k) {
+  return transport::peer_id::of(k).to_string();
+}
 
 // "host:port" or "[v6 host]:port" split in two, or nothing.
 std::optional<std::pair<std::string, std::string>> split_address(const std::string& a) {
@@ -103,8 +105,8 @@ struct peers::state : std::enable_shared_from_this<state> {
   void start(std::shared_ptr<link> l) {
     links.push_back(l);
     auto self_ptr = shared_from_this();
-    asio::co_spawn(ex, write_loop(self_ptr, l), asio::detached);
-    asio::co_spawn(ex, read_loop(self_ptr, l), asio::detached);
+    asio::co_spawn(ex, write_loop(self_ptr, l), rethrow_failure);
+    asio::co_spawn(ex, read_loop(self_ptr, l), rethrow_failure);
   }
 
   static awaitable<void> write_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
@@ -211,7 +213,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
     auto kept = links_entry(l);
     std::erase_if(links, [&](const auto& p) { return p.get() == &l; });
-    if (kept) asio::co_spawn(ex, close_link(kept), asio::detached);
+    if (kept) asio::co_spawn(ex, close_link(kept), rethrow_failure);
   }
 
   static awaitable<void> close_link(std::shared_ptr<link> l) { co_await l->conn.close(); }
@@ -253,7 +255,9 @@ peers::peers(asio::any_io_executor executor, const transport::identity& self, pe
     : state_(std::make_shared<state>(std::move(executor), self, std::move(config),
                                      std::move(events))) {}
 
-peers::~peers() { close_all(); }
+peers::~peers() {
+  close_all();
+}
 
 void peers::adopt(transport::connection c) {
   if (state_->closing) return;
@@ -280,7 +284,7 @@ void peers::send(const std::optional<public_key>& key, const std::string& addres
       return;
     }
     it = st.pending.emplace(address, std::deque<outgoing>{}).first;
-    asio::co_spawn(st.ex, state::dial(state_, address, key), asio::detached);
+    asio::co_spawn(st.ex, state::dial(state_, address, key), rethrow_failure);
   }
   if (it->second.size() >= st.cfg.pending_max) {
     ++st.stats.dropped;
@@ -289,7 +293,9 @@ void peers::send(const std::optional<public_key>& key, const std::string& addres
   it->second.push_back(std::move(msg));
 }
 
-bool peers::is_connected(const public_key& key) const { return state_->ready.count(key) != 0; }
+bool peers::is_connected(const public_key& key) const {
+  return state_->ready.count(key) != 0;
+}
 
 std::size_t peers::connected_peers() const {
   std::size_t n = 0;
@@ -299,7 +305,9 @@ std::size_t peers::connected_peers() const {
   return n;
 }
 
-const peers_stats& peers::stats() const noexcept { return state_->stats; }
+const peers_stats& peers::stats() const noexcept {
+  return state_->stats;
+}
 
 void peers::close_all() {
   auto& st = *state_;

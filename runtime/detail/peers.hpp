@@ -77,8 +77,8 @@ struct peers_stats {
 
 class peers {
  public:
-  peers(boost::asio::any_io_executor executor, const transport::identity& self,
-        peers_config config, peer_events events);
+  peers(boost::asio::any_io_executor executor, const transport::identity& self, peers_config config,
+        peer_events events);
   ~peers();
   peers(const peers&) = delete;
   peers& operator=(const peers&) = delete;

@@ -269,6 +269,34 @@ TEST_CASE("push-sum grows its neighbourhood while it runs and keeps the exact me
   CHECK(max_relative_error(d, exact) < 1e-6);
 }
 
+TEST_CASE("push-sum hears a restarted peer again after reset_peer") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.self = {1};
+  cfg.peers = {{2}};
+  auto m = model::create(*backend, one_tensor(1)).value();
+  floats(m.x)[0] = 1.0f;
+  auto node = make_node(cfg, std::move(m), *backend, *stream);
+  recording_sink out;
+  auto sigma = [&](float v) {
+    auto s = tensor_set::allocate(*backend, one_tensor(1)).value();
+    floats(s)[0] = v;
+    return std::make_shared<const tensor_set>(std::move(s));
+  };
+  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 7, 0, 0, 0, 1.0}, sigma(2.0f)},
+                            0, out));
+  // The peer restarts: its running sums begin again at seq 1, which the old link ignores.
+  const message fresh{{message_kind::push_sum_running, 1, 0, 0, 0, 0.5}, sigma(4.0f)};
+  REQUIRE(!node->on_message({2}, fresh, 0, out));
+  CHECK(floats(node->state().x)[0] == 3.0f);
+  REQUIRE(!node->reset_peer({2}));
+  REQUIRE(!node->on_message({2}, fresh, 0, out));
+  CHECK(floats(node->state().x)[0] == 7.0f);
+  CHECK(node->state().w == 2.5);
+  CHECK(node->reset_peer({9}) == errc::not_a_peer);
+}
+
 TEST_CASE("only push-sum adds peers while it runs") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();
@@ -278,6 +306,7 @@ TEST_CASE("only push-sum adds peers while it runs") {
   cfg.peers = {{2}};
   auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
   CHECK(node->add_peer({3}) == errc::not_supported);
+  CHECK(node->reset_peer({2}) == errc::not_supported);
 }
 
 TEST_CASE("push-sum ignores an older or repeated running sum") {
