@@ -43,9 +43,8 @@ std::string trim(std::string s) {
   return s.substr(first, last - first + 1);
 }
 
-runtime::node_result<std::string> read_small_file(const std::filesystem::path& path,
-                                                  bool secret) {
-  struct stat st{};
+runtime::node_result<std::string> read_small_file(const std::filesystem::path& path, bool secret) {
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     return node_error{path.string() + ": " + std::strerror(errno)};
   }
@@ -133,7 +132,7 @@ runtime::node_result<std::vector<transport::public_key>> load_allowlist_file(
 }
 
 runtime::node_result<runtime::model_file> random_model(const std::string& spec,
-                                                        std::uint64_t seed) {
+                                                       std::uint64_t seed) {
   runtime::manifest m;
   std::stringstream in(spec);
   std::string item;

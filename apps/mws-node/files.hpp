@@ -30,7 +30,6 @@ std::string to_hex(std::span<const std::uint8_t> bytes);
 
 // "N" (one f32 tensor "weights" of N elements) or "name:AxBxC[:dtype],..." (dtype f32, f16 or
 // bf16; default f32), filled with uniform values in [-1, 1) from `seed`.
-runtime::node_result<runtime::model_file> random_model(const std::string& spec,
-                                                        std::uint64_t seed);
+runtime::node_result<runtime::model_file> random_model(const std::string& spec, std::uint64_t seed);
 
 }  // namespace mws::node_app

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <CLI/CLI.hpp>
 
 #include "apps/mws-node/files.hpp"
 #include "apps/mws-node/http_client.hpp"
@@ -74,8 +74,8 @@ void add_run_options(CLI::App& run, run_options& o) {
   run.add_option("--allowlist", o.allowlist_file,
                  "File of peer public keys (64 hex digits per line) allowed to connect")
       ->envname("MWS_ALLOWLIST");
-  auto* model = run.add_option("--model", o.model_file, "Initial model (safetensors)")
-                    ->envname("MWS_MODEL");
+  auto* model =
+      run.add_option("--model", o.model_file, "Initial model (safetensors)")->envname("MWS_MODEL");
   auto* random = run.add_option("--random-init", o.random_init,
                                 "Random initial model instead: N, or name:AxB[:dtype],...")
                      ->envname("MWS_RANDOM_INIT");
@@ -123,8 +123,8 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
   n.tick_interval_us = static_cast<std::int64_t>(o.tick_ms * 1000);
   n.probe_interval_us = static_cast<std::int64_t>(o.probe_ms * 1000);
   n.checkpoint_interval_us = static_cast<std::int64_t>(o.checkpoint_s * 1e6);
-  n.log_min = o.log_level == "debug"  ? runtime::log_level::debug
-              : o.log_level == "warn" ? runtime::log_level::warn
+  n.log_min = o.log_level == "debug"   ? runtime::log_level::debug
+              : o.log_level == "warn"  ? runtime::log_level::warn
               : o.log_level == "error" ? runtime::log_level::error
                                        : runtime::log_level::info;
   if (o.algorithm != "push-sum") {
@@ -142,7 +142,8 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
     n.allowlist = std::move(*keys);
   }
   for (const auto& s : o.seeds) {
-    if (auto e = runtime::parse_endpoint(s); !e) return runtime::node_error{"--seed " + e.error().message};
+    if (auto e = runtime::parse_endpoint(s); !e)
+      return runtime::node_error{"--seed " + e.error().message};
   }
   return n;
 }

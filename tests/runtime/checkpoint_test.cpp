@@ -16,19 +16,14 @@
 
 #include <doctest/doctest.h>
 
+#include "temp_dir.hpp"
+
 namespace mws::runtime {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/mws-checkpoint-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() { fs::remove_all(path); }
-};
+using test::temp_dir;
 
 // What a node would checkpoint: its model, its running sums, w and peers in metadata. `seed`
 // makes every tensor byte and the peer address differ between states.

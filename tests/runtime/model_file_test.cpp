@@ -10,6 +10,8 @@
 
 #include <doctest/doctest.h>
 
+#include "temp_dir.hpp"
+
 namespace mws::runtime {
 namespace {
 
@@ -40,14 +42,7 @@ std::string message_of(const std::vector<std::byte>& f) {
   return r.error().message;
 }
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/mws-model-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() { fs::remove_all(path); }
-};
+using test::temp_dir;
 
 TEST_CASE("a well-formed file loads with tensors sorted by name and aligned in memory") {
   // "b" (F16, 3 elements, 6 bytes) comes first in the file, "a" (F32, 2x1) after it at an

@@ -1,0 +1,205 @@
+#include "runtime/node.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include <boost/asio/io_context.hpp>
+
+#include "temp_dir.hpp"
+
+namespace mws::runtime {
+namespace {
+
+using test::temp_dir;
+
+// A one-tensor f32 model with the given values.
+model_file f32_model(std::vector<float> values, std::string name = "w") {
+  manifest m;
+  m.tensors = {{std::move(name), gpu::dtype::f32, {values.size()}}};
+  model_file f(m);
+  std::memcpy(f.tensor_bytes(0).data(), values.data(), values.size() * 4);
+  return f;
+}
+
+std::vector<float> values_of(const model_file& f) {
+  std::vector<float> v(f.spec().tensors[0].numel());
+  std::memcpy(v.data(), f.tensor_bytes(0).data(), v.size() * 4);
+  return v;
+}
+
+// Runs the loop until `done` holds or 30 s pass (a bound against hangs, not a speed check).
+bool run_until(boost::asio::io_context& io, const std::function<bool()>& done) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    io.run_for(std::chrono::milliseconds(20));
+    if (io.stopped()) io.restart();
+  }
+  return true;
+}
+
+struct mesh {
+  temp_dir dir;
+  boost::asio::io_context io;
+  std::vector<std::unique_ptr<node>> nodes;
+
+  node& add(model_file m, std::function<void(node_options&)> tweak = {}) {
+    node_options o;
+    o.key_file = dir.path / ("key-" + std::to_string(nodes.size()));
+    o.tick_interval_us = 5'000;
+    o.probe_interval_us = 200'000;
+    o.log_min = log_level::error;
+    if (!nodes.empty()) {
+      const auto ep = nodes[0]->listen_endpoint();
+      o.seeds = {"127.0.0.1:" + std::to_string(ep.port())};
+    }
+    if (tweak) tweak(o);
+    auto n = node::create(io.get_executor(), o, std::move(m));
+    REQUIRE_MESSAGE(n.has_value(), (n ? "" : n.error().message));
+    auto started = (*n)->start();
+    REQUIRE_MESSAGE(started.has_value(), (started ? "" : started.error().message));
+    nodes.push_back(std::move(*n));
+    return *nodes.back();
+  }
+
+  double worst_error(const std::vector<float>& exact) const {
+    double worst = 0.0;
+    for (const auto& n : nodes) {
+      const auto v = values_of(n->estimate());
+      for (std::size_t k = 0; k < v.size(); ++k) {
+        worst = std::max(worst, std::abs(static_cast<double>(v[k]) - static_cast<double>(exact[k])));
+      }
+    }
+    return worst;
+  }
+
+  ~mesh() {
+    for (auto& n : nodes)
+      n->stop();
+    io.run_for(std::chrono::milliseconds(500));
+  }
+};
+
+TEST_CASE("three embedded nodes reach the exact mean, and follow a local update") {
+  mesh m;
+  m.add(f32_model({1, 2, 3, 4}));
+  m.add(f32_model({4, 4, 4, 4}));
+  m.add(f32_model({-2, 0, 2, 7}));
+  const std::vector<float> exact{1, 2, 3, 5};
+  CHECK(run_until(m.io, [&] { return m.worst_error(exact) < 1e-5; }));
+  CHECK(run_until(m.io, [&] {
+    return std::all_of(m.nodes.begin(), m.nodes.end(),
+                       [](const auto& n) { return n->status().members_alive == 3; });
+  }));
+  // x += delta on one node moves the mesh's mean by delta / 3.
+  REQUIRE(m.nodes[1]->apply_local_update(f32_model({3, 3, 3, 3})).has_value());
+  const std::vector<float> moved{2, 3, 4, 6};
+  CHECK(run_until(m.io, [&] { return m.worst_error(moved) < 1e-5; }));
+  CHECK(m.nodes[1]->status().local_updates == 1);
+}
+
+TEST_CASE("a node with another model is refused and never joins") {
+  mesh m;
+  m.add(f32_model({1, 2}));
+  std::vector<node_event> events;
+  auto& stranger = m.add(f32_model({1, 2, 3}));
+  stranger.subscribe([&](const node_event& e) { events.push_back(e); });
+  CHECK(run_until(m.io, [&] { return !events.empty(); }));
+  REQUIRE(!events.empty());
+  CHECK(events[0].what == node_event::kind::peer_refused);
+  CHECK(events[0].reason == "manifest");
+  CHECK(events[0].detail.find("'w' f32 [3] here") != std::string::npos);
+  CHECK(stranger.status().members_alive == 1);
+  CHECK(m.nodes[0]->status().members_alive == 1);
+}
+
+TEST_CASE("a node without the mesh key cannot connect") {
+  mesh m;
+  const std::array<std::uint8_t, 32> key{1, 2, 3};
+  m.add(f32_model({1}), [&](node_options& o) { o.mesh_psk = key; });
+  std::vector<node_event> refused;
+  m.nodes[0]->subscribe([&](const node_event& e) {
+    if (e.what == node_event::kind::peer_refused) refused.push_back(e);
+  });
+  auto& intruder = m.add(f32_model({5}));  // no key
+  CHECK(run_until(m.io, [&] { return !refused.empty(); }));
+  REQUIRE(!refused.empty());
+  CHECK(refused[0].reason == "handshake");
+  CHECK(intruder.status().members_alive == 1);
+  CHECK(m.nodes[0]->status().members_alive == 1);
+  CHECK(values_of(m.nodes[0]->estimate()) == std::vector<float>{1});
+}
+
+TEST_CASE("bad options and a busy port are refused with one clear sentence") {
+  temp_dir dir;
+  boost::asio::io_context io;
+  node_options o;
+  o.key_file = dir.path / "key";
+  o.log_min = log_level::error;
+  SUBCASE("a listen address that is not numeric host:port") {
+    o.listen = "localhost";
+    auto n = node::create(io.get_executor(), o, f32_model({1})).value();
+    auto started = n->start();
+    REQUIRE_FALSE(started.has_value());
+    CHECK(started.error().message.find("not host:port") != std::string::npos);
+  }
+  SUBCASE("a port in use") {
+    auto first = node::create(io.get_executor(), o, f32_model({1})).value();
+    REQUIRE(first->start().has_value());
+    o.listen = "127.0.0.1:" + std::to_string(first->listen_endpoint().port());
+    auto second = node::create(io.get_executor(), o, f32_model({1})).value();
+    auto started = second->start();
+    REQUIRE_FALSE(started.has_value());
+    CHECK(started.error().message.find("cannot listen on") != std::string::npos);
+    first->stop();
+  }
+  SUBCASE("a damaged key file") {
+    std::FILE* f = std::fopen(o.key_file.c_str(), "w");
+    std::fputs("not a key", f);
+    std::fclose(f);
+    std::filesystem::permissions(o.key_file, std::filesystem::perms::owner_read |
+                                                 std::filesystem::perms::owner_write);
+    auto n = node::create(io.get_executor(), o, f32_model({1}));
+    REQUIRE_FALSE(n.has_value());
+    CHECK(n.error().message.find("key file") != std::string::npos);
+  }
+  SUBCASE("an update that does not match the model") {
+    auto n = node::create(io.get_executor(), o, f32_model({1, 2})).value();
+    auto r = n->apply_local_update(f32_model({1}));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find("does not match") != std::string::npos);
+  }
+}
+
+TEST_CASE("a node resumes x and w from its last checkpoint") {
+  temp_dir dir;
+  boost::asio::io_context io;
+  node_options o;
+  o.key_file = dir.path / "key";
+  o.data_dir = dir.path / "data";
+  o.log_min = log_level::error;
+  {
+    auto n = node::create(io.get_executor(), o, f32_model({2, 4})).value();
+    REQUIRE(n->start().has_value());
+    REQUIRE(n->apply_local_update(f32_model({2, 2}), 1.0).has_value());  // x = {4, 6}, w = 2
+    n->stop();  // writes the final checkpoint
+    io.run_for(std::chrono::milliseconds(400));
+  }
+  io.restart();
+  auto resumed = node::create(io.get_executor(), o, f32_model({0, 0})).value();
+  CHECK(resumed->status().weight == 2.0);
+  CHECK(values_of(resumed->estimate()) == std::vector<float>{2, 3});
+  SUBCASE("but not a checkpoint of another model") {
+    auto other = node::create(io.get_executor(), o, f32_model({0, 0, 0}));
+    REQUIRE_FALSE(other.has_value());
+    CHECK(other.error().message.find("holds another model") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace mws::runtime
