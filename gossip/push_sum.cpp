@@ -118,8 +118,10 @@ class push_sum_node final : public node_base {
     if (msg.header.round != link.base) {
       if (msg.header.round < link.base) return errc::out_of_range;
       if (auto ec = rebase_in(link, msg.header.round)) return ec;
+    } else if (cfg_.hold_unacked && link.seq != link.base) {
+      return errc::out_of_range;  // a holding sender starts a new frame for every running sum
     }
-    auto kept = keep(msg.tensors);
+    auto kept = cfg_.hold_unacked ? result<payload_ptr>(payload_ptr{}) : keep(msg.tensors);
     if (!kept) return kept.error();
     // x += sigma - rho, the difference first: consecutive running sums are close, so it is
     // exact (Sterbenz) and x is rounded once.
@@ -164,7 +166,32 @@ class push_sum_node final : public node_base {
     return {};
   }
 
+  // Hold mode: a running sum still unacked after timeout_us goes out again, unchanged (its ack
+  // or the sum itself was lost).
+  void resend_unacked(time_us now_us, action_sink& out) {
+    for (std::size_t j = 0; j < out_.size(); ++j) {
+      auto& link = out_[j];
+      if (!up_[j] || !link.sigma || now_us - link.sent_us < cfg_.timeout_us) continue;
+      link.sent_us = now_us;
+      ++stats_.resent;
+      send(out, cfg_.peers[j], running_sum_message(j));
+    }
+  }
+
+  message running_sum_message(std::size_t j) const {
+    const auto& link = out_[j];
+    message msg;
+    msg.header.kind = message_kind::push_sum_running;
+    msg.header.seq = link.seq;
+    msg.header.round = link.base;
+    msg.header.weight = link.sigma_w;
+    msg.header.ack = ack_for(j);
+    msg.tensors = link.sigma;
+    return msg;
+  }
+
   void share(time_us now_us, action_sink& out) {
+    if (cfg_.hold_unacked) resend_unacked(now_us, out);
     // Choose `fanout` distinct live neighbours at random, preferring links whose receiver has
     // acked our last running sum (so the next one starts from zero and stays small: README.md,
     // precision). A link still waiting for its ack is chosen only when too few others are
@@ -174,11 +201,12 @@ class push_sum_node final : public node_base {
     for (std::size_t i = 0; i < up_.size(); ++i) {
       if (!up_[i]) continue;
       const auto& link = out_[i];
-      const bool acked =
-          !cfg_.running_sums || !link.sigma || now_us - link.sent_us >= cfg_.timeout_us;
+      const bool acked = !cfg_.running_sums || !link.sigma ||
+                         (!cfg_.hold_unacked && now_us - link.sent_us >= cfg_.timeout_us);
       order_[live++] = i;
       if (acked) std::swap(order_[ready++], order_[live - 1]);
     }
+    if (cfg_.hold_unacked) live = ready;  // a held running sum takes no more shares
     const std::size_t targets = std::min<std::size_t>(cfg_.fanout, live);
     for (std::size_t k = 0; k < targets; ++k) {
       // Draw from the ready links while there are any left, then from the rest.
@@ -228,14 +256,8 @@ class push_sum_node final : public node_base {
     link.sigma_w = sigma_w;
     link.sigma = std::make_shared<const tensor_set>(std::move(*next));
     link.sent_us = now_us;
-    message msg;
-    msg.header.kind = message_kind::push_sum_running;
-    msg.header.seq = ++link.seq;
-    msg.header.round = link.base;
-    msg.header.weight = link.sigma_w;
-    msg.header.ack = ack_for(j);
-    msg.tensors = link.sigma;
-    send(out, cfg_.peers[j], std::move(msg));
+    ++link.seq;
+    send(out, cfg_.peers[j], running_sum_message(j));
     return {};
   }
 

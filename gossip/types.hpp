@@ -65,8 +65,14 @@ struct config {
   // re-sends its latest value.
   time_us timeout_us = 5000;
 
-  std::uint32_t fanout = 1;        // push_sum: peers per tick (share 1/(fanout+1) each)
-  bool running_sums = true;        // push_sum: false = plain push-sum (drifts under loss)
+  std::uint32_t fanout = 1;  // push_sum: peers per tick (share 1/(fanout+1) each)
+  bool running_sums = true;  // push_sum: false = plain push-sum (drifts under loss)
+  // push_sum with running sums: never add to a running sum its receiver has not acked; re-send
+  // it unchanged every timeout_us instead. Every running sum then starts a new frame, so a
+  // receiver never needs the last one it applied (rho) and keeps no tensor per in-link: memory
+  // is O(1) models per node instead of O(peers). Still exact under loss and duplication (acks
+  // and re-sends); every node of a mesh must use the same setting.
+  bool hold_unacked = false;
   std::uint32_t staleness = 0;     // sync: bound s (0 = bulk-synchronous)
   round_t sync_rounds = 0;         // sync: stop after this many rounds; 0 = forever
   std::uint32_t exact_epochs = 1;  // exact: epochs to run (each reaches the mean); 0 = forever

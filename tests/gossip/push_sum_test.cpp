@@ -18,7 +18,8 @@ struct push_sum_run {
 // 16 nodes on a 4-dimensional hypercube, values in [1, 2), every node pushes once per ms over
 // `net` for `lossy_us`; then 40 ms on a clean network with a fixed 100 us latency, so that at
 // the end (500 us after a tick) no message is in flight and the nodes hold all the mass.
-push_sum_run run_push_sum(bool running_sums, network net, time_us lossy_us, std::uint64_t seed) {
+push_sum_run run_push_sum(bool running_sums, network net, time_us lossy_us, std::uint64_t seed,
+                          bool hold_unacked = false) {
   auto backend = gpu::make_cpu_backend();
   driver d(*backend, net, seed);
   constexpr std::size_t n = 16, numel = 16;
@@ -29,6 +30,7 @@ push_sum_run run_push_sum(bool running_sums, network net, time_us lossy_us, std:
     cfg.self = {static_cast<std::uint32_t>(i)};
     cfg.peers = hypercube_neighbours(n, i);
     cfg.running_sums = running_sums;
+    cfg.hold_unacked = hold_unacked;
     cfg.tick_interval_us = 1000;
     cfg.seed = seed * 1000 + i;
     d.add(cfg, one_tensor(numel), [&](model& m) {
@@ -72,6 +74,69 @@ TEST_CASE("push-sum with running sums keeps the exact mean under loss, duplicati
     // node's estimate equals the exact mean to f32 rounding noise.
     CHECK(r.relative_error < 1e-6);
   }
+}
+
+TEST_CASE("push-sum holding unacked running sums keeps the exact mean under the same faults") {
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    const auto r = run_push_sum(true, lossy, 300'000, seed, true);
+    CHECK(r.dropped > 400);
+    CHECK(r.duplicated > 150);
+    CHECK(r.weight_drift < 1e-12);
+    CHECK(r.mass_error < 1e-6);
+    CHECK(r.relative_error < 1e-6);
+  }
+}
+
+TEST_CASE("a holding push-sum node re-sends an unacked running sum unchanged") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.self = {1};
+  cfg.peers = {{2}};
+  cfg.hold_unacked = true;
+  cfg.tick_interval_us = 10;
+  cfg.timeout_us = 100;
+  auto m = model::create(*backend, one_tensor(1)).value();
+  floats(m.x)[0] = 8.0f;
+  auto node = make_node(cfg, std::move(m), *backend, *stream);
+  recording_sink out;
+  node->start(0, out);
+  node->on_tick(0, out);    // shares half: running sum 4, seq 1
+  node->on_tick(50, out);   // unacked, not yet timed out: nothing
+  node->on_tick(100, out);  // timed out: the same running sum again
+  std::vector<message> sent;
+  for (auto& a : out.actions)
+    if (a.what == action::type::send) sent.push_back(a.msg);
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[1].header.seq == 1);
+  CHECK(sent[1].tensors == sent[0].tensors);
+  CHECK(floats(node->state().x)[0] == 4.0f);
+  CHECK(node->stats().resent == 1);
+}
+
+TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.self = {1};
+  cfg.peers = {{2}};
+  cfg.hold_unacked = true;
+  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
+  recording_sink out;
+  auto sigma = [&](float v) {
+    auto s = tensor_set::allocate(*backend, one_tensor(1)).value();
+    floats(s)[0] = v;
+    return std::make_shared<const tensor_set>(std::move(s));
+  };
+  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 1, 0, 0, 0, 1.0}, sigma(2.0f)},
+                            0, out));
+  CHECK(node->on_message({2}, {{message_kind::push_sum_running, 2, 0, 0, 0, 2.0}, sigma(3.0f)}, 0,
+                         out) == errc::out_of_range);
+  // The next frame (after our ack of 1) is fine.
+  CHECK(!node->on_message({2}, {{message_kind::push_sum_running, 2, 1, 0, 0, 1.0}, sigma(3.0f)}, 0,
+                          out));
+  CHECK(floats(node->state().x)[0] == 5.0f);
 }
 
 TEST_CASE("push-sum with running sums stays near the exact mean while loss continues") {
