@@ -261,7 +261,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   }
 
   void on_message(const public_key& key, channel ch, detail::incoming msg) {
-    const auto body = std::span(*msg).subspan(detail::channel_prefix_bytes);
+    const auto body = msg->bytes().subspan(detail::channel_prefix_bytes);
     const auto now = now_us();
     if (ch == channel::membership) {
       auto m = gossip::decode_membership(body);

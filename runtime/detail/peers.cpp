@@ -1,6 +1,7 @@
 #include "runtime/detail/peers.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include <boost/asio/as_tuple.hpp>
@@ -44,22 +45,45 @@ std::optional<std::pair<std::string, std::string>> split_address(const std::stri
   return std::pair{host, a.substr(colon + 1)};
 }
 
-// Reads one whole message (at most `bytes_max`) into a fresh buffer.
+void put_length(std::vector<std::uint8_t>& head, std::size_t total) {
+  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
+    head[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
+}
+
+std::size_t get_length(const std::uint8_t* prefix) {
+  std::size_t total = 0;
+  for (std::size_t i = channel_prefix_bytes - 1; i >= 1; --i)
+    total = total << 8 | prefix[i];
+  return total;
+}
+
+// Reads one whole message of at most `bytes_max` into a buffer of exactly its size.
 awaitable<boost::system::result<incoming>> read_message(transport::connection& c,
-                                                        std::size_t bytes_max,
-                                                        std::size_t piece_bytes) {
-  auto buf = std::make_shared<std::vector<std::uint8_t>>();
-  for (;;) {
-    const auto old = buf->size();
-    // A piece of one frame at most: the transport decrypts in place when it fits.
-    const auto piece = std::min(piece_bytes, bytes_max + 1 - std::min(old, bytes_max));
-    buf->resize(old + piece);
-    auto r = co_await c.receive(asio::buffer(buf->data() + old, piece));
+                                                        std::size_t bytes_max) {
+  std::array<std::uint8_t, channel_prefix_bytes> prefix{};
+  std::size_t have = 0;
+  while (have < prefix.size()) {
+    auto r = co_await c.receive(asio::buffer(prefix.data() + have, prefix.size() - have));
     if (!r) co_return r.error();
-    buf->resize(old + r->bytes);
-    if (buf->size() > bytes_max) co_return transport::errc::frame_too_large;
-    if (r->end_of_message) co_return incoming(std::move(buf));
+    have += r->bytes;
+    if (r->end_of_message && have < prefix.size()) co_return transport::errc::frame_truncated;
   }
+  const auto total = get_length(prefix.data());
+  if (total < channel_prefix_bytes || total > bytes_max) co_return transport::errc::frame_too_large;
+  auto buf = std::make_shared<message_buffer>();
+  buf->data = std::make_unique_for_overwrite<std::uint8_t[]>(total);
+  buf->size = total;
+  std::memcpy(buf->data.get(), prefix.data(), prefix.size());
+  bool ended = total == have;
+  while (have < total) {
+    auto r = co_await c.receive(asio::buffer(buf->data.get() + have, total - have));
+    if (!r) co_return r.error();
+    have += r->bytes;
+    ended = r->end_of_message;
+    if (ended && have < total) co_return transport::errc::frame_truncated;
+  }
+  if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
+  co_return incoming(std::move(buf));
 }
 
 }  // namespace
@@ -87,6 +111,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     hello_bytes = channel_prefix(channel::hello);
     const auto body = encode_hello(cfg.own);
     hello_bytes.insert(hello_bytes.end(), body.begin(), body.end());
+    put_length(hello_bytes, hello_bytes.size());
   }
 
   void refuse(const std::string& who, const std::string& reason, const std::string& why) {
@@ -98,6 +123,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       ++stats.dropped;
       return;
     }
+    put_length(msg.head, msg.head.size() + asio::buffer_size(msg.tail));
     l.outbox.push_back(std::move(msg));
     l.wake.cancel();
   }
@@ -131,19 +157,15 @@ struct peers::state : std::enable_shared_from_this<state> {
   }
 
   static awaitable<void> read_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
-    const auto piece = st->cfg.connection.handshake.limits.frame_bytes_max;
-    auto first =
-        co_await read_message(l->conn, channel_prefix_bytes + hello_bytes_max, std::size_t{piece});
-    if (!first || !st->accept_hello(*l, **first)) co_return st->end(*l);
+    auto first = co_await read_message(l->conn, channel_prefix_bytes + hello_bytes_max);
+    if (!first || !st->accept_hello(*l, (*first)->bytes())) co_return st->end(*l);
     for (;;) {
-      auto msg = co_await read_message(l->conn, st->cfg.message_bytes_max, std::size_t{piece});
+      auto msg = co_await read_message(l->conn, st->cfg.message_bytes_max);
       if (!msg) co_return st->end(*l);
-      const auto& bytes = **msg;
+      const auto bytes = (*msg)->bytes();
       const auto ch = static_cast<channel>(bytes.size() >= channel_prefix_bytes ? bytes[0] : 0);
       if (bytes.size() < channel_prefix_bytes ||
-          (ch != channel::membership && ch != channel::averaging) ||
-          std::any_of(bytes.begin() + 1, bytes.begin() + channel_prefix_bytes,
-                      [](std::uint8_t b) { return b != 0; })) {
+          (ch != channel::membership && ch != channel::averaging)) {
         st->refuse(hex(*l->key), "bad_channel", "a message with an unknown channel prefix");
         co_return st->end(*l);
       }
@@ -154,14 +176,14 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
   }
 
-  bool accept_hello(link& l, const std::vector<std::uint8_t>& bytes) {
+  bool accept_hello(link& l, std::span<const std::uint8_t> bytes) {
     const auto who = l.conn.remote_address() + " (" + hex(l.conn.remote_key()) + ")";
     if (bytes.size() < channel_prefix_bytes || bytes[0] != 0) {
       refuse(who, "bad_hello", "the first message is not a hello");
       return false;
     }
     std::string why;
-    auto h = decode_hello(std::span(bytes).subspan(channel_prefix_bytes), why);
+    auto h = decode_hello(bytes.subspan(channel_prefix_bytes), why);
     if (!h) {
       refuse(who, "bad_hello", why);
       return false;

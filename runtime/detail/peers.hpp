@@ -4,9 +4,11 @@
 //
 // Every connection starts with the hello exchange (runtime/hello.hpp): each side sends its hello
 // first, and a peer whose hello is malformed, whose manifest differs, or who is this node itself
-// is refused (reported to on_refused) before any of its messages reach the protocol. Messages
-// after the hello carry an 8-byte channel prefix (channel byte, 7 zero bytes, keeping tensor
-// bytes 8-aligned) and go to on_message whole, in a buffer the handler may keep.
+// is refused (reported to on_refused) before any of its messages reach the protocol. Every
+// message carries an 8-byte prefix: the channel byte, then the whole message's length (prefix
+// included) as a 56-bit little-endian integer, so the receiver allocates the exact buffer once
+// (no growth, no zero-fill) and tensor bytes stay 8-aligned. Messages go to on_message whole, in
+// a buffer the handler may keep.
 //
 // Bounds: a message is at most config.message_bytes_max; an outbox holds at most outbox_max
 // messages and the queue of a dial in progress pending_max; what does not fit is dropped and
@@ -20,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,16 +37,21 @@ namespace mws::runtime::detail {
 enum class channel : std::uint8_t { hello = 0, membership = 1, averaging = 2 };
 inline constexpr std::size_t channel_prefix_bytes = 8;
 
-// One message to send: `head` (starting with the channel prefix) then the `tail` spans, whose
-// memory `keep` owns until the message is written.
+// One message to send: `head` (starting with the channel prefix, whose length field send()
+// fills in) then the `tail` spans, whose memory `keep` owns until the message is written.
 struct outgoing {
   std::vector<std::uint8_t> head;
   std::vector<boost::asio::const_buffer> tail;
   std::shared_ptr<const void> keep;
 };
 
-// A message as received: the whole buffer (channel prefix included), shareable.
-using incoming = std::shared_ptr<const std::vector<std::uint8_t>>;
+// A message as received: the whole buffer (prefix included), shareable.
+struct message_buffer {
+  std::unique_ptr<std::uint8_t[]> data;
+  std::size_t size = 0;
+  std::span<const std::uint8_t> bytes() const noexcept { return {data.get(), size}; }
+};
+using incoming = std::shared_ptr<const message_buffer>;
 
 struct peer_events {
   // A connection of `key` passed the hello; `first` when no other connection of it was ready.
@@ -101,7 +109,7 @@ class peers {
   std::shared_ptr<state> state_;
 };
 
-// The 8-byte channel prefix.
+// The 8-byte prefix of a message on `ch`, its length field zero until send() sets it.
 std::vector<std::uint8_t> channel_prefix(channel ch);
 
 }  // namespace mws::runtime::detail

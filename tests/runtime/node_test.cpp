@@ -72,7 +72,8 @@ struct mesh {
     for (const auto& n : nodes) {
       const auto v = values_of(n->estimate());
       for (std::size_t k = 0; k < v.size(); ++k) {
-        worst = std::max(worst, std::abs(static_cast<double>(v[k]) - static_cast<double>(exact[k])));
+        worst =
+            std::max(worst, std::abs(static_cast<double>(v[k]) - static_cast<double>(exact[k])));
       }
     }
     return worst;
@@ -162,8 +163,8 @@ TEST_CASE("bad options and a busy port are refused with one clear sentence") {
     std::FILE* f = std::fopen(o.key_file.c_str(), "w");
     std::fputs("not a key", f);
     std::fclose(f);
-    std::filesystem::permissions(o.key_file, std::filesystem::perms::owner_read |
-                                                 std::filesystem::perms::owner_write);
+    std::filesystem::permissions(
+        o.key_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     auto n = node::create(io.get_executor(), o, f32_model({1}));
     REQUIRE_FALSE(n.has_value());
     CHECK(n.error().message.find("key file") != std::string::npos);
