@@ -197,16 +197,21 @@ class push_sum_node final : public node_base {
     // precision). A link still waiting for its ack is chosen only when too few others are
     // ready, or once timeout_us has passed since its last send (its ack was probably lost; the
     // new send repairs that), so no link starves.
-    std::size_t ready = 0, live = 0;
+    std::size_t ready = 0, live = 0, held = 0;
     for (std::size_t i = 0; i < up_.size(); ++i) {
-      if (!up_[i]) continue;
+      if (!up_[i]) continue;  // a running sum held for a lost peer blocks nothing
+      if (out_[i].sigma) ++held;
       const auto& link = out_[i];
       const bool acked = !cfg_.running_sums || !link.sigma ||
                          (!cfg_.hold_unacked && now_us - link.sent_us >= cfg_.timeout_us);
       order_[live++] = i;
       if (acked) std::swap(order_[ready++], order_[live - 1]);
     }
-    if (cfg_.hold_unacked) live = ready;  // a held running sum takes no more shares
+    if (cfg_.hold_unacked) {
+      live = ready;  // a held running sum takes no more shares
+      if (cfg_.held_max != 0)
+        live = held >= cfg_.held_max ? 0 : std::min(live, cfg_.held_max - held);
+    }
     const std::size_t targets = std::min<std::size_t>(cfg_.fanout, live);
     for (std::size_t k = 0; k < targets; ++k) {
       // Draw from the ready links while there are any left, then from the rest.

@@ -73,6 +73,9 @@ struct config {
   // is O(1) models per node instead of O(peers). Still exact under loss and duplication (acks
   // and re-sends); every node of a mesh must use the same setting.
   bool hold_unacked = false;
+  // hold_unacked: at most this many running sums held at once over all links (0: one per link).
+  // Each held running sum is a model-sized tensor, so this bounds a node's memory.
+  std::uint32_t held_max = 0;
   std::uint32_t staleness = 0;     // sync: bound s (0 = bulk-synchronous)
   round_t sync_rounds = 0;         // sync: stop after this many rounds; 0 = forever
   std::uint32_t exact_epochs = 1;  // exact: epochs to run (each reaches the mean); 0 = forever

@@ -30,13 +30,13 @@ struct http_server::state {
 
 namespace {
 
-http::response<http::string_body> make_response(const http_response& r, unsigned version,
-                                                bool keep_alive, bool head) {
+http::response<http::string_body> make_response(http_response r, unsigned version, bool keep_alive,
+                                                bool head) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "mws");
   res.set(http::field::content_type, r.content_type);
   res.keep_alive(keep_alive);
-  res.body() = r.body;
+  res.body() = std::move(r.body);  // a body may be a whole model (/export): never copied
   res.prepare_payload();
   if (head) res.body().clear();  // HEAD: same headers (Content-Length included), no body
   return res;
@@ -90,6 +90,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     const bool keep_alive = req.keep_alive() && n + 1 < s->limits.requests_per_connection_max;
     auto res = make_response(dispatch(*s, req), req.version(), keep_alive,
                              req.method() == http::verb::head);
+    stream.expires_after(s->limits.response_timeout);  // a large /export takes a while
     auto [wec, written] = co_await http::async_write(stream, res, use_tuple);
     if (wec || !keep_alive) break;
   }

@@ -34,7 +34,8 @@ struct http_limits {
   std::size_t connections_max = 32;
   std::size_t header_bytes_max = 8 * 1024;
   std::size_t requests_per_connection_max = 100;
-  std::chrono::milliseconds request_timeout{5000};
+  std::chrono::milliseconds request_timeout{5000};     // to receive a request
+  std::chrono::milliseconds response_timeout{60'000};  // to send a response
 };
 
 class http_server {

@@ -1,6 +1,7 @@
 #include "runtime/model_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -297,16 +298,23 @@ std::string describe_difference(const manifest& ours, const manifest& theirs) {
   auto describe = [](const tensor_spec& t) {
     return "'" + t.name + "' " + std::string(gpu::to_string(t.type)) + " " + shape_text(t.shape);
   };
-  const std::size_t n = std::min(ours.tensors.size(), theirs.tensors.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!(ours.tensors[i] == theirs.tensors[i])) {
-      return "tensor " + describe(ours.tensors[i]) + " here, " + describe(theirs.tensors[i]) +
-             " there";
-    }
-  }
+  std::string counts;
   if (ours.tensors.size() != theirs.tensors.size()) {
-    return std::to_string(ours.tensors.size()) + " tensors here, " +
-           std::to_string(theirs.tensors.size()) + " there";
+    counts = std::to_string(ours.tensors.size()) + " tensors here, " +
+             std::to_string(theirs.tensors.size()) + " there; ";
+  }
+  // Both lists are sorted by name: walk them together to the first difference.
+  std::size_t i = 0, j = 0;
+  for (; i < ours.tensors.size() && j < theirs.tensors.size(); ++i, ++j) {
+    const auto& a = ours.tensors[i];
+    const auto& b = theirs.tensors[j];
+    if (a.name < b.name) return counts + "tensor " + describe(a) + " only here";
+    if (b.name < a.name) return counts + "tensor " + describe(b) + " only there";
+    if (!(a == b)) return counts + "tensor " + describe(a) + " here, " + describe(b) + " there";
+  }
+  if (i < ours.tensors.size()) return counts + "tensor " + describe(ours.tensors[i]) + " only here";
+  if (j < theirs.tensors.size()) {
+    return counts + "tensor " + describe(theirs.tensors[j]) + " only there";
   }
   return {};
 }
@@ -364,6 +372,10 @@ model_result<model_file> load_safetensors(const std::filesystem::path& path) {
     int fd;
     ~closer() { ::close(fd); }
   } close_on_return{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return fail(model_errc::unreadable, "cannot read " + path.string() + ": not a regular file");
+  }
   auto read_at = [&](std::byte* dst, std::size_t n, std::uint64_t offset) {
     while (n > 0) {
       const ssize_t got = ::pread(fd, dst, n, static_cast<off_t>(offset));
@@ -444,6 +456,7 @@ std::string safetensors_prefix(const model_file& model) {
 
 std::string encode_safetensors(const model_file& model) {
   std::string out = safetensors_prefix(model);
+  out.reserve(out.size() + model.spec().total_bytes());
   for (std::size_t i = 0; i < model.spec().tensors.size(); ++i) {
     const auto b = model.tensor_bytes(i);
     out.append(reinterpret_cast<const char*>(b.data()), b.size());

@@ -442,6 +442,7 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   // Hold unacked running sums: receivers then keep no tensor per in-link (docs/MODES.md). TCP
   // loses nothing while a connection lives, so re-sends are rare and the timeout generous.
   cfg.hold_unacked = true;
+  cfg.held_max = 1;  // one share in flight: the node's memory does not grow with its peers
   cfg.timeout_us = std::max<std::int64_t>(10 * n.opts.tick_interval_us, 2'000'000);
   cfg.seed = seed;
   n.averaging = gossip::make_node(cfg, std::move(*m), *n.backend, *n.stream);

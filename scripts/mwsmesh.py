@@ -80,7 +80,10 @@ class Node:
 
     def start(self):
         self.log = open(os.path.join(self.dir, "node.log"), "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        # A session of its own: a signal to the node never reaches the caller, and a wrapper
+        # (timeout, valgrind) and the node go down together.
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
         return self
 
     def get(self, path, timeout=5.0):

@@ -9,8 +9,6 @@
 // Options of `run` come from flags, MWS_* environment variables and a TOML file (--config);
 // flags win over the environment, which wins over the file. Exit status: 0 ok, 2 bad usage or
 // input (one clear message on stderr), 1 a failure while running.
-#include <malloc.h>
-
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -160,18 +158,7 @@ runtime::node_result<runtime::model_file> initial_model(const run_options& o) {
   return node_app::random_model(o.random_init, o.init_seed);
 }
 
-// The node allocates and frees buffers of the model's size all the time (a share, a received
-// message). glibc serves blocks over 32 MiB by mmap and returns them at free, so every share
-// paid for fresh pages: page faults and zeroing were a quarter of the CPU time of a 10M-parameter
-// mesh (perf, docs/BENCHMARKS.md). Kept in the heap, freed blocks are reused without faults;
-// peak memory is unchanged.
-void keep_freed_memory() {
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-}
-
 int run_node(const run_options& o) {
-  keep_freed_memory();
   auto opts = make_options(o);
   if (!opts) return fail(opts.error().message);
   auto model = initial_model(o);
@@ -255,8 +242,12 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(std::string(e.what()) + " (see mws-node --help)");
   }
   if (*keygen_cmd) return keygen(key_path);
   if (*psk_cmd) {

@@ -115,6 +115,30 @@ TEST_CASE("a holding push-sum node re-sends an unacked running sum unchanged") {
   CHECK(node->stats().resent == 1);
 }
 
+TEST_CASE("a holding push-sum node holds at most held_max running sums") {
+  auto backend = gpu::make_cpu_backend();
+  auto stream = backend->make_stream().value();
+  config cfg;
+  cfg.self = {1};
+  cfg.peers = {{2}, {3}, {4}};
+  cfg.hold_unacked = true;
+  cfg.held_max = 2;
+  cfg.tick_interval_us = 10;
+  cfg.timeout_us = 1'000'000;
+  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
+  recording_sink out;
+  node->start(0, out);
+  for (time_us t = 0; t < 100; t += 10)
+    node->on_tick(t, out);
+  CHECK(node->stats().sent == 2);  // nobody acks: two held, the third link stays idle
+  // A running sum held for a peer whose link went down holds nothing back.
+  const auto first = out.actions[1].to;  // actions: timer, send, ...
+  REQUIRE(out.actions[1].what == action::type::send);
+  node->on_link_down(first, 100, out);
+  node->on_tick(200, out);
+  CHECK(node->stats().sent == 3);
+}
+
 TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
   auto backend = gpu::make_cpu_backend();
   auto stream = backend->make_stream().value();

@@ -571,7 +571,6 @@ class OperatorInputTest(MeshTestCase):
                 self.assertIn(str(port), done.stderr)
                 self.assertFalse(os.path.exists(self.path("out.safetensors")))
 
-    @unittest.expectedFailure  # mws-node bug: CLI11's errors exit 105..109 with two lines
     def test_command_line_usage_errors_exit_2_with_one_line(self):
         cases = {
             "unknown option": ["--random-init", "10", "--bogus"],

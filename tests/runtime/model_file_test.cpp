@@ -202,7 +202,10 @@ TEST_CASE("describe_difference names the first differing tensor") {
   CHECK(describe_difference(a, a).empty());
   CHECK(describe_difference(a, b) == "tensor 'w' f32 [2, 3] here, 'w' bf16 [2, 3] there");
   manifest c{{{"w", gpu::dtype::f32, {2, 3}}, {"x", gpu::dtype::f32, {1}}}};
-  CHECK(describe_difference(a, c) == "1 tensors here, 2 there");
+  CHECK(describe_difference(a, c) == "1 tensors here, 2 there; tensor 'x' f32 [1] only there");
+  CHECK(describe_difference(c, a) == "2 tensors here, 1 there; tensor 'x' f32 [1] only here");
+  manifest d{{{"v", gpu::dtype::f32, {1}}, {"w", gpu::dtype::f32, {2, 3}}}};
+  CHECK(describe_difference(c, d) == "tensor 'v' f32 [1] only there");
 }
 
 }  // namespace
