@@ -418,20 +418,17 @@ model_result<model_file> load_safetensors(const std::filesystem::path& path) {
   return model;
 }
 
-namespace {
-
-// The 8-byte length and the JSON header (padded so data starts 8-byte aligned, as safetensors
-// does) of `model`.
-std::string safetensors_prefix(const model_file& model) {
+std::string safetensors_prefix(const manifest& spec,
+                               const std::map<std::string, std::string>& metadata) {
   boost::json::object header;
-  if (!model.metadata().empty()) {
+  if (!metadata.empty()) {
     boost::json::object meta;
-    for (const auto& [k, v] : model.metadata())
+    for (const auto& [k, v] : metadata)
       meta[k] = v;
     header["__metadata__"] = std::move(meta);
   }
   std::uint64_t offset = 0;
-  for (const auto& t : model.spec().tensors) {
+  for (const auto& t : spec.tensors) {
     boost::json::array shape;
     for (auto d : t.shape)
       shape.push_back(d);
@@ -452,10 +449,8 @@ std::string safetensors_prefix(const model_file& model) {
   return out + text;
 }
 
-}  // namespace
-
 std::string encode_safetensors(const model_file& model) {
-  std::string out = safetensors_prefix(model);
+  std::string out = safetensors_prefix(model.spec(), model.metadata());
   out.reserve(out.size() + model.spec().total_bytes());
   for (std::size_t i = 0; i < model.spec().tensors.size(); ++i) {
     const auto b = model.tensor_bytes(i);
@@ -465,7 +460,7 @@ std::string encode_safetensors(const model_file& model) {
 }
 
 model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model) {
-  const std::string prefix = safetensors_prefix(model);
+  const std::string prefix = safetensors_prefix(model.spec(), model.metadata());
   std::vector<std::span<const std::byte>> parts = {std::as_bytes(std::span<const char>(prefix))};
   for (std::size_t i = 0; i < model.spec().tensors.size(); ++i)
     parts.push_back(model.tensor_bytes(i));

@@ -116,8 +116,14 @@ model_result<model_file> parse_safetensors(std::span<const std::byte> file);
 // directory. A crash at any moment leaves either the old file or the new one.
 model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model);
 
-// The bytes save_safetensors writes, in memory (for /export).
+// The bytes save_safetensors writes, in memory.
 std::string encode_safetensors(const model_file& model);
+
+// The 8-byte length and the JSON header (padded so data starts 8-byte aligned) of a file whose
+// tensors follow it back to back in manifest order: for writers that produce the data
+// themselves (the node's /export).
+std::string safetensors_prefix(const manifest& spec,
+                               const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace mws::runtime
 

@@ -85,6 +85,14 @@ void store(std::span<std::byte> out, gpu::dtype t, std::size_t k, float value) {
   }
 }
 
+// Tensor t of the estimate x / w, in its dtype, into `out`.
+void write_estimate(const gossip::model& st, std::size_t t, std::span<std::byte> out) {
+  const auto v = st.x[t];
+  for (std::size_t k = 0; k < v.numel; ++k) {
+    store(out, v.type, k, static_cast<float>(static_cast<double>(load(v, k)) / st.w));
+  }
+}
+
 std::uint64_t random_u64() {
   std::random_device rd;
   return (std::uint64_t{rd()} << 32) ^ rd();
@@ -457,6 +465,10 @@ node_result<void> node::start() {
   transport::listener_config lc;
   lc.connection.handshake.mesh_psk = n.opts.mesh_psk;
   lc.connection.handshake.allowlist = n.opts.allowlist;
+  // A peer may run this far ahead of what the node has consumed, per connection: a node waiting
+  // to receive a share (one at a time) holds at most this much of each other's.
+  lc.connection.handshake.limits.frame_bytes_max = 1u << 20;
+  lc.connection.handshake.limits.window_bytes = 4u << 20;
   auto l = transport::listener::open(n.ex, *where, n.self, lc);
   if (!l) {
     return node_error{"cannot listen on " + n.opts.listen + ": " + l.error().message()};
@@ -565,14 +577,22 @@ node_result<void> node::apply_local_update(const model_file& delta, double weigh
 
 model_file node::estimate() const {
   const auto& n = *impl_;
-  const auto& st = n.averaging->state();
   model_file out(n.spec);
+  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
+    write_estimate(n.averaging->state(), t, out.tensor_bytes(t));
+  return out;
+}
+
+std::string node::estimate_safetensors() const {
+  const auto& n = *impl_;
+  std::string out = safetensors_prefix(n.spec);
+  std::size_t at = out.size();
+  out.resize(at + n.spec.total_bytes());
+  const auto data = std::as_writable_bytes(std::span(out));
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
-    const auto v = st.x[t];
-    const auto bytes = out.tensor_bytes(t);
-    for (std::size_t k = 0; k < v.numel; ++k) {
-      store(bytes, v.type, k, static_cast<float>(static_cast<double>(load(v, k)) / st.w));
-    }
+    const auto bytes = static_cast<std::size_t>(n.spec.tensors[t].bytes());
+    write_estimate(n.averaging->state(), t, data.subspan(at, bytes));
+    at += bytes;
   }
   return out;
 }
@@ -638,7 +658,7 @@ void register_endpoints(node::impl& n, const node& self) {
     return http_response{ready ? 200u : 503u, "text/plain", ready ? "ready\n" : "joining\n"};
   });
   n.http->route("/export", [&self] {
-    return http_response{200, "application/octet-stream", encode_safetensors(self.estimate())};
+    return http_response{200, "application/octet-stream", self.estimate_safetensors()};
   });
   n.http->route("/status", [&self] {
     return http_response{200, "application/json", status_json(self.status())};

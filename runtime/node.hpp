@@ -112,6 +112,8 @@ class node {
 
   // The current estimate x / w, in the manifest's dtypes.
   model_file estimate() const;
+  // The same as a safetensors file in memory, with no intermediate copy (for /export).
+  std::string estimate_safetensors() const;
   node_status status() const;
   const manifest& spec() const noexcept;
 

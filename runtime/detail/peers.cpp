@@ -22,10 +22,13 @@ using transport::public_key;
 
 struct link {
   explicit link(asio::any_io_executor ex, transport::connection c)
-      : conn(std::move(c)), wake(ex, asio::steady_timer::time_point::max()) {}
+      : conn(std::move(c)),
+        wake(ex, asio::steady_timer::time_point::max()),
+        budget_wake(ex, asio::steady_timer::time_point::max()) {}
   transport::connection conn;
   std::deque<outgoing> outbox;
-  asio::steady_timer wake;  // cancelled when the outbox gains a message or the link closes
+  asio::steady_timer wake;         // cancelled when the outbox gains a message or the link closes
+  asio::steady_timer budget_wake;  // cancelled when a large-message slot frees up
   std::optional<public_key> key;
   std::string dial_address;  // the address it was dialled at ("" when accepted)
   bool ready = false;
@@ -57,35 +60,6 @@ std::size_t get_length(const std::uint8_t* prefix) {
   return total;
 }
 
-// Reads one whole message of at most `bytes_max` into a buffer of exactly its size.
-awaitable<boost::system::result<incoming>> read_message(transport::connection& c,
-                                                        std::size_t bytes_max) {
-  std::array<std::uint8_t, channel_prefix_bytes> prefix{};
-  std::size_t have = 0;
-  while (have < prefix.size()) {
-    auto r = co_await c.receive(asio::buffer(prefix.data() + have, prefix.size() - have));
-    if (!r) co_return r.error();
-    have += r->bytes;
-    if (r->end_of_message && have < prefix.size()) co_return transport::errc::frame_truncated;
-  }
-  const auto total = get_length(prefix.data());
-  if (total < channel_prefix_bytes || total > bytes_max) co_return transport::errc::frame_too_large;
-  auto buf = std::make_shared<message_buffer>();
-  buf->data = std::make_unique_for_overwrite<std::uint8_t[]>(total);
-  buf->size = total;
-  std::memcpy(buf->data.get(), prefix.data(), prefix.size());
-  bool ended = total == have;
-  while (have < total) {
-    auto r = co_await c.receive(asio::buffer(buf->data.get() + have, total - have));
-    if (!r) co_return r.error();
-    have += r->bytes;
-    ended = r->end_of_message;
-    if (ended && have < total) co_return transport::errc::frame_truncated;
-  }
-  if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
-  co_return incoming(std::move(buf));
-}
-
 }  // namespace
 
 std::vector<std::uint8_t> channel_prefix(channel ch) {
@@ -105,6 +79,70 @@ struct peers::state : std::enable_shared_from_this<state> {
   std::vector<std::shared_ptr<link>> links;
   peers_stats stats;
   bool closing = false;
+  std::size_t large_in_use = 0;  // large messages being received or still held by a handler
+
+  // Releases a large-message slot when the buffer that held it dies.
+  struct large_slot {
+    explicit large_slot(std::shared_ptr<state> s) : st(std::move(s)) {}
+    large_slot(const large_slot&) = delete;
+    large_slot& operator=(const large_slot&) = delete;
+    std::shared_ptr<state> st;
+    ~large_slot() {
+      --st->large_in_use;
+      for (const auto& l : st->links)
+        l->budget_wake.cancel();
+    }
+  };
+
+  // Waits for a large-message slot; false when the link closed meanwhile.
+  static awaitable<bool> take_large_slot(std::shared_ptr<state> st, std::shared_ptr<link> l) {
+    while (st->large_in_use >= st->cfg.large_messages_max && !l->closed && !st->closing) {
+      l->budget_wake.expires_at(asio::steady_timer::time_point::max());
+      co_await l->budget_wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (l->closed || st->closing) co_return false;
+    ++st->large_in_use;
+    co_return true;
+  }
+
+  // Reads one whole message of at most `bytes_max` into a buffer of exactly its size. A large
+  // one first waits for a slot (config.large_messages_max), so a node assembles only so many
+  // model-sized buffers at once; the transport's window holds the senders back meanwhile.
+  static awaitable<boost::system::result<incoming>> read_message(std::shared_ptr<state> st,
+                                                                 std::shared_ptr<link> l,
+                                                                 std::size_t bytes_max) {
+    auto& c = l->conn;
+    std::array<std::uint8_t, channel_prefix_bytes> prefix{};
+    std::size_t have = 0;
+    while (have < prefix.size()) {
+      auto r = co_await c.receive(asio::buffer(prefix.data() + have, prefix.size() - have));
+      if (!r) co_return r.error();
+      have += r->bytes;
+      if (r->end_of_message && have < prefix.size()) co_return transport::errc::frame_truncated;
+    }
+    const auto total = get_length(prefix.data());
+    if (total < channel_prefix_bytes || total > bytes_max) {
+      co_return transport::errc::frame_too_large;
+    }
+    auto buf = std::make_shared<message_buffer>();
+    if (total > st->cfg.large_message_bytes) {
+      if (!co_await take_large_slot(st, l)) co_return transport::errc::closed_by_peer;
+      buf->slot = std::make_shared<large_slot>(st);
+    }
+    buf->data = std::make_unique_for_overwrite<std::uint8_t[]>(total);
+    buf->size = total;
+    std::memcpy(buf->data.get(), prefix.data(), prefix.size());
+    bool ended = total == have;
+    while (have < total) {
+      auto r = co_await c.receive(asio::buffer(buf->data.get() + have, total - have));
+      if (!r) co_return r.error();
+      have += r->bytes;
+      ended = r->end_of_message;
+      if (ended && have < total) co_return transport::errc::frame_truncated;
+    }
+    if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
+    co_return incoming(std::move(buf));
+  }
 
   state(asio::any_io_executor e, const transport::identity& id, peers_config c, peer_events v)
       : ex(std::move(e)), self(id), cfg(std::move(c)), ev(std::move(v)) {
@@ -157,10 +195,10 @@ struct peers::state : std::enable_shared_from_this<state> {
   }
 
   static awaitable<void> read_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
-    auto first = co_await read_message(l->conn, channel_prefix_bytes + hello_bytes_max);
+    auto first = co_await read_message(st, l, channel_prefix_bytes + hello_bytes_max);
     if (!first || !st->accept_hello(*l, (*first)->bytes())) co_return st->end(*l);
     for (;;) {
-      auto msg = co_await read_message(l->conn, st->cfg.message_bytes_max);
+      auto msg = co_await read_message(st, l, st->cfg.message_bytes_max);
       if (!msg) co_return st->end(*l);
       const auto bytes = (*msg)->bytes();
       const auto ch = static_cast<channel>(bytes.size() >= channel_prefix_bytes ? bytes[0] : 0);
@@ -223,6 +261,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     if (l.closed) return;
     l.closed = true;
     l.wake.cancel();
+    l.budget_wake.cancel();
     if (!l.ready && !l.dial_address.empty()) drop_pending(l.dial_address);
     if (l.ready) {
       for (auto [it, e] = ready.equal_range(*l.key); it != e; ++it) {

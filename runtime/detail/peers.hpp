@@ -49,6 +49,7 @@ struct outgoing {
 struct message_buffer {
   std::unique_ptr<std::uint8_t[]> data;
   std::size_t size = 0;
+  std::shared_ptr<void> slot;  // a large message's receive slot, released with the buffer
   std::span<const std::uint8_t> bytes() const noexcept { return {data.get(), size}; }
 };
 using incoming = std::shared_ptr<const message_buffer>;
@@ -71,6 +72,11 @@ struct peers_config {
   std::size_t outbox_max = 64;        // messages queued per connection
   std::size_t pending_max = 64;       // messages queued per dial in progress
   std::size_t dials_max = 64;         // dials in progress
+  // Messages over large_message_bytes (model shares) are received at most large_messages_max
+  // at a time, counting those a handler still holds: keep no such buffer beyond the call, or
+  // receiving stalls.
+  std::size_t large_message_bytes = std::size_t{1} << 20;
+  std::size_t large_messages_max = 1;
 };
 
 struct peers_stats {

@@ -102,6 +102,11 @@ TEST_CASE("three embedded nodes reach the exact mean, and follow a local update"
   const std::vector<float> moved{2, 3, 4, 6};
   CHECK(run_until(m.io, [&] { return m.worst_error(moved) < 1e-5; }));
   CHECK(m.nodes[1]->status().local_updates == 1);
+  // /export's bytes are the estimate as a safetensors file.
+  const auto text = m.nodes[2]->estimate_safetensors();
+  auto parsed = parse_safetensors(std::as_bytes(std::span(text)));
+  REQUIRE(parsed.has_value());
+  CHECK(values_of(*parsed) == values_of(m.nodes[2]->estimate()));
 }
 
 TEST_CASE("a node with another model is refused and never joins") {
