@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 
@@ -82,6 +83,31 @@ inline float f16_to_f32(std::uint16_t h) noexcept {
   // Zero or subnormal: mant * 2^-24, exact in f32.
   const float v = static_cast<float>(mant) * 0x1p-24f;
   return sign ? -v : v;
+}
+
+// Element k of host data of type t, as f32 (exact: every f16 and bf16 value is an f32). The data
+// need not be aligned (a safetensors file packs tensors back to back).
+inline float load_as_f32(const void* data, dtype t, std::size_t k) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data) + k * dtype_size(t);
+  if (t == dtype::f32) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  std::uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return t == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Element k of host data of type t := v, rounded to nearest even; unaligned data is fine.
+inline void store_from_f32(void* data, dtype t, std::size_t k, float v) noexcept {
+  auto* p = static_cast<unsigned char*>(data) + k * dtype_size(t);
+  if (t == dtype::f32) {
+    std::memcpy(p, &v, sizeof v);
+    return;
+  }
+  const std::uint16_t h = t == dtype::f16 ? f32_to_f16(v) : f32_to_bf16(v);
+  std::memcpy(p, &h, sizeof h);
 }
 
 }  // namespace mws::gpu

@@ -54,42 +54,12 @@ gossip::manifest to_gossip_manifest(const manifest& m) {
   return out;
 }
 
-// f32 value of element k of a host tensor view.
-float load(const gpu::const_tensor_view& v, std::size_t k) {
-  switch (v.type) {
-    case gpu::dtype::f32:
-      return static_cast<const float*>(v.data)[k];
-    case gpu::dtype::f16:
-      return gpu::f16_to_f32(static_cast<const std::uint16_t*>(v.data)[k]);
-    case gpu::dtype::bf16:
-      return gpu::bf16_to_f32(static_cast<const std::uint16_t*>(v.data)[k]);
-  }
-  return 0.0f;
-}
-
-void store(std::span<std::byte> out, gpu::dtype t, std::size_t k, float value) {
-  switch (t) {
-    case gpu::dtype::f32:
-      std::memcpy(out.data() + 4 * k, &value, 4);
-      return;
-    case gpu::dtype::f16: {
-      const auto h = gpu::f32_to_f16(value);
-      std::memcpy(out.data() + 2 * k, &h, 2);
-      return;
-    }
-    case gpu::dtype::bf16: {
-      const auto h = gpu::f32_to_bf16(value);
-      std::memcpy(out.data() + 2 * k, &h, 2);
-      return;
-    }
-  }
-}
-
 // Tensor t of the estimate x / w, in its dtype, into `out`.
 void write_estimate(const gossip::model& st, std::size_t t, std::span<std::byte> out) {
   const auto v = st.x[t];
   for (std::size_t k = 0; k < v.numel; ++k) {
-    store(out, v.type, k, static_cast<float>(static_cast<double>(load(v, k)) / st.w));
+    const double x = static_cast<double>(gpu::load_as_f32(v.data, v.type, k));
+    gpu::store_from_f32(out.data(), v.type, k, static_cast<float>(x / st.w));
   }
 }
 

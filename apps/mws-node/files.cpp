@@ -171,15 +171,8 @@ runtime::node_result<runtime::model_file> random_model(const std::string& spec,
   for (std::size_t i = 0; i < m.tensors.size(); ++i) {
     const auto bytes = model.tensor_bytes(i);
     const auto type = m.tensors[i].type;
-    for (std::size_t k = 0; k < m.tensors[i].numel(); ++k) {
-      const float v = value(gen);
-      if (type == gpu::dtype::f32) {
-        std::memcpy(bytes.data() + 4 * k, &v, 4);
-      } else {
-        const auto h = type == gpu::dtype::f16 ? gpu::f32_to_f16(v) : gpu::f32_to_bf16(v);
-        std::memcpy(bytes.data() + 2 * k, &h, 2);
-      }
-    }
+    for (std::size_t k = 0; k < m.tensors[i].numel(); ++k)
+      gpu::store_from_f32(bytes.data(), type, k, value(gen));
   }
   return model;
 }

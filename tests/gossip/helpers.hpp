@@ -11,30 +11,12 @@ namespace mws::gossip::test {
 
 inline float element(const tensor_set& s, std::size_t t, std::size_t k) {
   const auto v = s[t];
-  switch (v.type) {
-    case gpu::dtype::f32:
-      return static_cast<const float*>(v.data)[k];
-    case gpu::dtype::f16:
-      return gpu::f16_to_f32(static_cast<const std::uint16_t*>(v.data)[k]);
-    case gpu::dtype::bf16:
-      return gpu::bf16_to_f32(static_cast<const std::uint16_t*>(v.data)[k]);
-  }
-  return 0.0f;
+  return gpu::load_as_f32(v.data, v.type, k);
 }
 
 inline void set_element(tensor_set& s, std::size_t t, std::size_t k, float value) {
   const auto v = s.views()[t];
-  switch (v.type) {
-    case gpu::dtype::f32:
-      static_cast<float*>(v.data)[k] = value;
-      break;
-    case gpu::dtype::f16:
-      static_cast<std::uint16_t*>(v.data)[k] = gpu::f32_to_f16(value);
-      break;
-    case gpu::dtype::bf16:
-      static_cast<std::uint16_t*>(v.data)[k] = gpu::f32_to_bf16(value);
-      break;
-  }
+  gpu::store_from_f32(v.data, v.type, k, value);
 }
 
 // Sum over nodes of x (per element of tensor t) and of w.

@@ -57,6 +57,13 @@ push_sum_run run_push_sum(bool running_sums, network net, time_us lossy_us, std:
   return r;
 }
 
+// A one-element payload holding v.
+payload_ptr one_value(gpu::backend& backend, float v) {
+  auto s = tensor_set::allocate(backend, one_tensor(1)).value();
+  floats(s)[0] = v;
+  return std::make_shared<const tensor_set>(std::move(s));
+}
+
 const network lossy{.loss = 0.2, .duplicate = 0.1, .latency_min_us = 100, .latency_max_us = 1900};
 
 TEST_CASE("push-sum with running sums keeps the exact mean under loss, duplication, reordering") {
@@ -148,11 +155,7 @@ TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
   cfg.hold_unacked = true;
   auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
   recording_sink out;
-  auto sigma = [&](float v) {
-    auto s = tensor_set::allocate(*backend, one_tensor(1)).value();
-    floats(s)[0] = v;
-    return std::make_shared<const tensor_set>(std::move(s));
-  };
+  auto sigma = [&](float v) { return one_value(*backend, v); };
   REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 1, 0, 0, 0, 1.0}, sigma(2.0f)},
                             0, out));
   CHECK(node->on_message({2}, {{message_kind::push_sum_running, 2, 0, 0, 0, 2.0}, sigma(3.0f)}, 0,
@@ -368,11 +371,7 @@ TEST_CASE("push-sum hears a restarted peer again after reset_peer") {
   floats(m.x)[0] = 1.0f;
   auto node = make_node(cfg, std::move(m), *backend, *stream);
   recording_sink out;
-  auto sigma = [&](float v) {
-    auto s = tensor_set::allocate(*backend, one_tensor(1)).value();
-    floats(s)[0] = v;
-    return std::make_shared<const tensor_set>(std::move(s));
-  };
+  auto sigma = [&](float v) { return one_value(*backend, v); };
   REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 7, 0, 0, 0, 1.0}, sigma(2.0f)},
                             0, out));
   // The peer restarts: its running sums begin again at seq 1, which the old link ignores.
@@ -408,11 +407,7 @@ TEST_CASE("push-sum ignores an older or repeated running sum") {
   floats(m.x)[0] = 1.0f;
   auto node = make_node(cfg, std::move(m), *backend, *stream);
   recording_sink out;
-  auto sigma = [&](float v) {
-    auto s = tensor_set::allocate(*backend, one_tensor(1)).value();
-    floats(s)[0] = v;
-    return std::make_shared<const tensor_set>(std::move(s));
-  };
+  auto sigma = [&](float v) { return one_value(*backend, v); };
   message m2{{message_kind::push_sum_running, 2, 0, 0, 0, 1.0}, sigma(3.0f)};
   message m1{{message_kind::push_sum_running, 1, 0, 0, 0, 0.5}, sigma(1.0f)};
   REQUIRE(!node->on_message({2}, m2, 0, out));

@@ -34,6 +34,21 @@ TEST_CASE("scalar conversions round to nearest even and keep special values") {
   }
 }
 
+TEST_CASE("element loads and stores convert through f32 and need no alignment") {
+  // A bf16 element then an f32 one, packed back to back as in a safetensors file.
+  unsigned char bytes[1 + 2 + 4] = {};
+  store_from_f32(bytes + 1, dtype::bf16, 0, 1.5f);
+  store_from_f32(bytes + 3, dtype::f32, 0, -2.25f);
+  CHECK(load_as_f32(bytes + 1, dtype::bf16, 0) == 1.5f);
+  CHECK(load_as_f32(bytes + 3, dtype::f32, 0) == -2.25f);
+  std::uint16_t halves[2] = {};
+  store_from_f32(halves, dtype::f16, 1, 65504.0f);
+  CHECK(halves[1] == 0x7bff);
+  CHECK(load_as_f32(halves, dtype::f16, 1) == 65504.0f);
+  store_from_f32(halves, dtype::bf16, 0, 1.0f + 0x1p-8f);  // a tie: rounds to even
+  CHECK(load_as_f32(halves, dtype::bf16, 0) == 1.0f);
+}
+
 TEST_CASE("parse_dtype accepts mws and safetensors names and refuses others") {
   CHECK(parse_dtype("f32") == dtype::f32);
   CHECK(parse_dtype("BF16") == dtype::bf16);
