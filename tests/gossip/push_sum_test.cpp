@@ -153,7 +153,9 @@ TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
   cfg.self = {1};
   cfg.peers = {{2}};
   cfg.hold_unacked = true;
-  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
+  auto m = model::create(*backend, one_tensor(1)).value();
+  floats(m.x)[0] = 0.0f;  // allocations are uninitialised
+  auto node = make_node(cfg, std::move(m), *backend, *stream);
   recording_sink out;
   auto sigma = [&](float v) { return one_value(*backend, v); };
   REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 1, 0, 0, 0, 1.0}, sigma(2.0f)},
