@@ -1,0 +1,82 @@
+// The node's HTTP endpoints and metric families.
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "runtime/detail/node_impl.hpp"
+
+namespace mws::runtime::detail {
+namespace {
+
+std::string status_json(const node_status& s) {
+  boost::json::object o;
+  o["id"] = s.id;
+  o["address"] = s.address;
+  o["members_alive"] = s.members_alive;
+  o["peers_connected"] = s.peers_connected;
+  o["weight"] = s.weight;
+  o["messages_sent"] = s.messages_sent;
+  o["messages_received"] = s.messages_received;
+  o["bytes_sent"] = s.bytes_sent;
+  o["bytes_received"] = s.bytes_received;
+  o["messages_refused"] = s.messages_refused;
+  o["peers_refused"] = s.peers_refused;
+  o["local_updates"] = s.local_updates;
+  return boost::json::serialize(o) + "\n";
+}
+
+}  // namespace
+
+void register_endpoints(node::impl& n, const node& self) {
+  n.http->route("/livez", [] { return http_response{200, "text/plain", "ok\n"}; });
+  n.http->route("/readyz", [&n] {
+    const bool ready = n.running && (n.opts.seeds.empty() || n.members->alive_count() > 1);
+    return http_response{ready ? 200u : 503u, "text/plain", ready ? "ready\n" : "joining\n"};
+  });
+  n.http->route("/export", [&self] {
+    return http_response{200, "application/octet-stream", self.estimate_safetensors()};
+  });
+  n.http->route("/status", [&self] {
+    return http_response{200, "application/json", status_json(self.status())};
+  });
+  n.http->route("/metrics", [&n, &self] {
+    const auto s = self.status();
+    auto& r = n.metrics;
+    r.set("mws_members_alive", static_cast<double>(s.members_alive));
+    r.set("mws_peers_connected", static_cast<double>(s.peers_connected));
+    r.set("mws_weight", s.weight);
+    const auto counter = [&r](std::string_view name, double v) {
+      r.add(name, v - r.value(name));  // counters mirror totals kept elsewhere
+    };
+    counter("mws_messages_sent_total", static_cast<double>(s.messages_sent));
+    counter("mws_messages_received_total", static_cast<double>(s.messages_received));
+    counter("mws_bytes_sent_total", static_cast<double>(s.bytes_sent));
+    counter("mws_bytes_received_total", static_cast<double>(s.bytes_received));
+    counter("mws_messages_dropped_total", static_cast<double>(n.links->stats().dropped));
+    counter("mws_local_updates_total", static_cast<double>(s.local_updates));
+    counter("mws_averaging_shares_total", static_cast<double>(n.averaging->stats().sent));
+    return http_response{200, "text/plain; version=0.0.4", r.render()};
+  });
+}
+
+void declare_metrics(metrics_registry& m) {
+  using k = metrics_registry::kind;
+  m.declare("mws_members_alive", k::gauge, "Members the node believes alive, itself included.");
+  m.declare("mws_peers_connected", k::gauge, "Peers with an open, authenticated connection.");
+  m.declare("mws_weight", k::gauge, "Push-sum weight w; the estimate is x / w.");
+  m.declare("mws_messages_sent_total", k::counter, "Messages sent to peers.");
+  m.declare("mws_messages_received_total", k::counter, "Messages received from peers.");
+  m.declare("mws_bytes_sent_total", k::counter, "Bytes of messages sent, before encryption.");
+  m.declare("mws_bytes_received_total", k::counter, "Bytes of messages received, decrypted.");
+  m.declare("mws_messages_dropped_total", k::counter,
+            "Messages not sent: a full queue or a failed dial.");
+  m.declare("mws_messages_refused_total", k::counter, "Messages refused as malformed or foreign.");
+  m.declare("mws_peers_refused_total", k::counter,
+            "Connections refused or failed, by reason (handshake, manifest, dial, ...).");
+  m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");
+  m.declare("mws_local_updates_total", k::counter, "Local updates applied.");
+  m.declare("mws_averaging_shares_total", k::counter, "Averaging messages emitted.");
+  m.declare("mws_checkpoints_total", k::counter, "Checkpoints written.");
+  m.declare("mws_checkpoints_failed_total", k::counter, "Checkpoints that could not be written.");
+}
+
+}  // namespace mws::runtime::detail
