@@ -31,8 +31,6 @@ namespace detail {
 namespace asio = boost::asio;
 using transport::public_key;
 
-
-
 inline std::string hex_id(const public_key& k) {
   return transport::peer_id::of(k).to_string();
 }

@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
+
 #include "driver.hpp"
 #include "helpers.hpp"
 
@@ -64,6 +66,26 @@ payload_ptr one_value(gpu::backend& backend, float v) {
   return std::make_shared<const tensor_set>(std::move(s));
 }
 
+// One push-sum node (self 1) with a one-element f32 model holding `x`, driven by hand.
+struct lone_node {
+  std::unique_ptr<gpu::backend> backend = gpu::make_cpu_backend();
+  std::unique_ptr<gpu::stream> stream = backend->make_stream().value();
+  std::unique_ptr<averaging_node> node;
+  recording_sink out;
+
+  explicit lone_node(const std::function<void(config&)>& tweak = {}, float x = 0.0f) {
+    config cfg;
+    cfg.self = {1};
+    cfg.peers = {{2}};
+    if (tweak) tweak(cfg);
+    auto m = model::create(*backend, one_tensor(1)).value();
+    floats(m.x)[0] = x;
+    node = make_node(cfg, std::move(m), *backend, *stream);
+  }
+  payload_ptr sigma(float v) { return one_value(*backend, v); }
+  float x() const { return floats(node->state().x)[0]; }
+};
+
 const network lossy{.loss = 0.2, .duplicate = 0.1, .latency_min_us = 100, .latency_max_us = 1900};
 
 TEST_CASE("push-sum with running sums keeps the exact mean under loss, duplication, reordering") {
@@ -96,76 +118,58 @@ TEST_CASE("push-sum holding unacked running sums keeps the exact mean under the 
 }
 
 TEST_CASE("a holding push-sum node re-sends an unacked running sum unchanged") {
-  auto backend = gpu::make_cpu_backend();
-  auto stream = backend->make_stream().value();
-  config cfg;
-  cfg.self = {1};
-  cfg.peers = {{2}};
-  cfg.hold_unacked = true;
-  cfg.tick_interval_us = 10;
-  cfg.timeout_us = 100;
-  auto m = model::create(*backend, one_tensor(1)).value();
-  floats(m.x)[0] = 8.0f;
-  auto node = make_node(cfg, std::move(m), *backend, *stream);
-  recording_sink out;
-  node->start(0, out);
-  node->on_tick(0, out);    // shares half: running sum 4, seq 1
-  node->on_tick(50, out);   // unacked, not yet timed out: nothing
-  node->on_tick(100, out);  // timed out: the same running sum again
+  lone_node n(
+      [](config& c) {
+        c.tick_interval_us = 10;
+        c.timeout_us = 100;
+        c.hold_unacked = true;
+      },
+      8.0f);
+  n.node->start(0, n.out);
+  n.node->on_tick(0, n.out);    // shares half: running sum 4, seq 1
+  n.node->on_tick(50, n.out);   // unacked, not yet timed out: nothing
+  n.node->on_tick(100, n.out);  // timed out: the same running sum again
   std::vector<message> sent;
-  for (auto& a : out.actions)
+  for (auto& a : n.out.actions)
     if (a.what == action::type::send) sent.push_back(a.msg);
   REQUIRE(sent.size() == 2);
   CHECK(sent[1].header.seq == 1);
   CHECK(sent[1].tensors == sent[0].tensors);
-  CHECK(floats(node->state().x)[0] == 4.0f);
-  CHECK(node->stats().resent == 1);
+  CHECK(n.x() == 4.0f);
+  CHECK(n.node->stats().resent == 1);
 }
 
 TEST_CASE("a holding push-sum node holds at most held_max running sums") {
-  auto backend = gpu::make_cpu_backend();
-  auto stream = backend->make_stream().value();
-  config cfg;
-  cfg.self = {1};
-  cfg.peers = {{2}, {3}, {4}};
-  cfg.hold_unacked = true;
-  cfg.held_max = 2;
-  cfg.tick_interval_us = 10;
-  cfg.timeout_us = 1'000'000;
-  auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
-  recording_sink out;
-  node->start(0, out);
+  lone_node n([](config& c) {
+    c.peers = {{2}, {3}, {4}};
+    c.tick_interval_us = 10;
+    c.timeout_us = 1'000'000;
+    c.hold_unacked = true;
+    c.held_max = 2;
+  });
+  n.node->start(0, n.out);
   for (time_us t = 0; t < 100; t += 10)
-    node->on_tick(t, out);
-  CHECK(node->stats().sent == 2);  // nobody acks: two held, the third link stays idle
+    n.node->on_tick(t, n.out);
+  CHECK(n.node->stats().sent == 2);  // nobody acks: two held, the third link stays idle
   // A running sum held for a peer whose link went down holds nothing back.
-  const auto first = out.actions[1].to;  // actions: timer, send, ...
-  REQUIRE(out.actions[1].what == action::type::send);
-  node->on_link_down(first, 100, out);
-  node->on_tick(200, out);
-  CHECK(node->stats().sent == 3);
+  const auto first = n.out.actions[1].to;  // actions: timer, send, ...
+  REQUIRE(n.out.actions[1].what == action::type::send);
+  n.node->on_link_down(first, 100, n.out);
+  n.node->on_tick(200, n.out);
+  CHECK(n.node->stats().sent == 3);
 }
 
 TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
-  auto backend = gpu::make_cpu_backend();
-  auto stream = backend->make_stream().value();
-  config cfg;
-  cfg.self = {1};
-  cfg.peers = {{2}};
-  cfg.hold_unacked = true;
-  auto m = model::create(*backend, one_tensor(1)).value();
-  floats(m.x)[0] = 0.0f;  // allocations are uninitialised
-  auto node = make_node(cfg, std::move(m), *backend, *stream);
-  recording_sink out;
-  auto sigma = [&](float v) { return one_value(*backend, v); };
-  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 1, 0, 0, 0, 1.0}, sigma(2.0f)},
-                            0, out));
-  CHECK(node->on_message({2}, {{message_kind::push_sum_running, 2, 0, 0, 0, 2.0}, sigma(3.0f)}, 0,
-                         out) == errc::out_of_range);
+  lone_node n([](config& c) { c.hold_unacked = true; });
+  auto& node = n.node;
+  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 1, 0, 0, 0, 1.0}, n.sigma(2.0f)},
+                            0, n.out));
+  CHECK(node->on_message({2}, {{message_kind::push_sum_running, 2, 0, 0, 0, 2.0}, n.sigma(3.0f)}, 0,
+                         n.out) == errc::out_of_range);
   // The next frame (after our ack of 1) is fine.
-  CHECK(!node->on_message({2}, {{message_kind::push_sum_running, 2, 1, 0, 0, 1.0}, sigma(3.0f)}, 0,
-                          out));
-  CHECK(floats(node->state().x)[0] == 5.0f);
+  CHECK(!node->on_message({2}, {{message_kind::push_sum_running, 2, 1, 0, 0, 1.0}, n.sigma(3.0f)},
+                          0, n.out));
+  CHECK(n.x() == 5.0f);
 }
 
 TEST_CASE("push-sum with running sums stays near the exact mean while loss continues") {
@@ -364,25 +368,17 @@ TEST_CASE("push-sum grows its neighbourhood while it runs and keeps the exact me
 }
 
 TEST_CASE("push-sum hears a restarted peer again after reset_peer") {
-  auto backend = gpu::make_cpu_backend();
-  auto stream = backend->make_stream().value();
-  config cfg;
-  cfg.self = {1};
-  cfg.peers = {{2}};
-  auto m = model::create(*backend, one_tensor(1)).value();
-  floats(m.x)[0] = 1.0f;
-  auto node = make_node(cfg, std::move(m), *backend, *stream);
-  recording_sink out;
-  auto sigma = [&](float v) { return one_value(*backend, v); };
-  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 7, 0, 0, 0, 1.0}, sigma(2.0f)},
-                            0, out));
+  lone_node n({}, 1.0f);
+  auto& node = n.node;
+  REQUIRE(!node->on_message({2}, {{message_kind::push_sum_running, 7, 0, 0, 0, 1.0}, n.sigma(2.0f)},
+                            0, n.out));
   // The peer restarts: its running sums begin again at seq 1, which the old link ignores.
-  const message fresh{{message_kind::push_sum_running, 1, 0, 0, 0, 0.5}, sigma(4.0f)};
-  REQUIRE(!node->on_message({2}, fresh, 0, out));
-  CHECK(floats(node->state().x)[0] == 3.0f);
+  const message fresh{{message_kind::push_sum_running, 1, 0, 0, 0, 0.5}, n.sigma(4.0f)};
+  REQUIRE(!node->on_message({2}, fresh, 0, n.out));
+  CHECK(n.x() == 3.0f);
   REQUIRE(!node->reset_peer({2}));
-  REQUIRE(!node->on_message({2}, fresh, 0, out));
-  CHECK(floats(node->state().x)[0] == 7.0f);
+  REQUIRE(!node->on_message({2}, fresh, 0, n.out));
+  CHECK(n.x() == 7.0f);
   CHECK(node->state().w == 2.5);
   CHECK(node->reset_peer({9}) == errc::not_a_peer);
 }
