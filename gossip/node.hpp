@@ -49,6 +49,7 @@ struct node_stats {
   std::uint64_t stalls = 0;              // ticks spent waiting for a neighbour's value
   std::uint32_t max_staleness_used = 0;  // sync: largest (round - neighbour round) mixed in
   std::uint64_t resent = 0;              // retransmissions (sync, exact, pairwise accepts)
+  std::uint64_t held_abandoned = 0;      // push_sum hold mode: held running sums given up
 };
 
 class averaging_node {

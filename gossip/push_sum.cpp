@@ -60,7 +60,10 @@ class push_sum_node final : public node_base {
     if (auto i = peer_index(peer)) up_[*i] = true;
   }
   void on_link_down(peer_id peer, time_us, action_sink&) override {
-    if (auto i = peer_index(peer)) up_[*i] = false;
+    if (auto i = peer_index(peer)) {
+      up_[*i] = false;
+      if (cfg_.hold_unacked) abandon_held(*i);
+    }
   }
 
  private:
@@ -68,8 +71,9 @@ class push_sum_node final : public node_base {
     payload_ptr sigma;  // running sum of x sent on this link, in the current frame; null = zero
     double sigma_w = 0.0;
     std::uint64_t seq = 0;
-    std::uint64_t base = 0;  // frame: the seq our running sum is relative to
-    time_us sent_us = 0;     // when the last running sum went out
+    std::uint64_t base = 0;     // frame: the seq our running sum is relative to
+    time_us sent_us = 0;        // when the last running sum went out
+    std::uint32_t resends = 0;  // hold mode: re-sends of the held running sum
   };
   struct in_link {
     payload_ptr rho;  // the last running sum applied from this link, in its frame; null = zero
@@ -154,12 +158,15 @@ class push_sum_node final : public node_base {
     link.sigma.reset();
     link.sigma_w = 0.0;
     link.base = ack;
+    link.resends = 0;
   }
 
   // The sender restarted its running sum after our ack of `base`, which is the last running sum
   // we applied (nothing newer existed when it restarted): ours restarts from zero too.
   error_code rebase_in(in_link& link, std::uint64_t base) {
-    if (base != link.seq) return errc::out_of_range;
+    // A holding sender may also start a frame after a running sum we never got: it gave that
+    // one up (abandon_held), and with no rho to keep consistent, we can follow.
+    if (base != link.seq && !(cfg_.hold_unacked && base > link.seq)) return errc::out_of_range;
     link.rho.reset();
     link.rho_w = 0.0;
     link.base = base;
@@ -167,15 +174,34 @@ class push_sum_node final : public node_base {
   }
 
   // Hold mode: a running sum still unacked after timeout_us goes out again, unchanged (its ack
-  // or the sum itself was lost).
+  // or the sum itself was lost); after config::held_resends_max re-sends it is given up.
   void resend_unacked(time_us now_us, action_sink& out) {
     for (std::size_t j = 0; j < out_.size(); ++j) {
       auto& link = out_[j];
       if (!up_[j] || !link.sigma || now_us - link.sent_us < cfg_.timeout_us) continue;
+      if (cfg_.held_resends_max != 0 && link.resends >= cfg_.held_resends_max) {
+        abandon_held(j);
+        continue;
+      }
       link.sent_us = now_us;
+      ++link.resends;
       ++stats_.resent;
       send(out, cfg_.peers[j], running_sum_message(j));
     }
+  }
+
+  // Hold mode: forget the running sum held for link j (its peer failed, or never acks) and start
+  // the link's next frame after it. Its mass is lost unless the receiver applies it after all;
+  // it is never applied twice (the receiver refuses a running sum of a frame it has left). This
+  // bounds what a node holds for peers that fail: nothing.
+  void abandon_held(std::size_t j) {
+    auto& link = out_[j];
+    if (!link.sigma) return;
+    link.sigma.reset();
+    link.sigma_w = 0.0;
+    link.base = link.seq;
+    link.resends = 0;
+    ++stats_.held_abandoned;
   }
 
   message running_sum_message(std::size_t j) const {

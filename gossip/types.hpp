@@ -76,6 +76,12 @@ struct config {
   // hold_unacked: at most this many running sums held at once over all links (0: one per link).
   // Each held running sum is a model-sized tensor, so this bounds a node's memory.
   std::uint32_t held_max = 0;
+  // hold_unacked: give a held running sum up after this many unanswered re-sends (0: never).
+  // Giving up loses its mass unless the receiver applied it, so only a driver whose transport
+  // loses nothing while a peer is reachable (TCP) should set it: it unblocks a node whose peer
+  // stays in the membership but never answers. A held sum is also given up when its link goes
+  // down (its peer failed), so a node holds nothing for failed peers.
+  std::uint32_t held_resends_max = 0;
   std::uint32_t staleness = 0;     // sync: bound s (0 = bulk-synchronous)
   round_t sync_rounds = 0;         // sync: stop after this many rounds; 0 = forever
   std::uint32_t exact_epochs = 1;  // exact: epochs to run (each reaches the mean); 0 = forever

@@ -113,6 +113,9 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   // loses nothing while a connection lives, so re-sends are rare and the timeout generous.
   cfg.hold_unacked = true;
   cfg.held_max = 1;  // one share in flight: the node's memory does not grow with its peers
+  // A peer that stays a member but answers nothing for this many re-sends (about 10 s) loses
+  // its share rather than blocking this node's averaging (TCP loses nothing while it is up).
+  cfg.held_resends_max = 5;
   cfg.timeout_us = std::max<std::int64_t>(10 * n.opts.tick_interval_us, 2'000'000);
   cfg.seed = seed;
   n.averaging = gossip::make_node(cfg, std::move(*m), *n.backend, *n.stream);
@@ -138,6 +141,10 @@ node_result<void> node::start() {
   n.listener = std::move(*l);
   const auto bound = n.listener->local_endpoint();
   std::string advertise = n.opts.advertise;
+  if (advertise.empty() && bound.address().is_unspecified()) {
+    return node_error{"listening on " + n.opts.listen +
+                      " (every interface): give --advertise host:port, the address peers dial"};
+  }
   if (advertise.empty()) {
     advertise = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                         : bound.address().to_string();

@@ -17,6 +17,9 @@ namespace {
 
 using runtime::node_error;
 
+// A bound on one random tensor (2^36 f32 elements = 256 GiB): beyond it a typo, not a model.
+constexpr std::uint64_t random_init_elements_max = std::uint64_t{1} << 36;
+
 std::optional<std::uint8_t> hex_value(char c) {
   if (c >= '0' && c <= '9') return static_cast<std::uint8_t>(c - '0');
   if (c >= 'a' && c <= 'f') return static_cast<std::uint8_t>(c - 'a' + 10);
@@ -74,6 +77,13 @@ runtime::node_result<std::vector<std::uint64_t>> parse_shape(const std::string& 
     shape.push_back(v);
   }
   if (shape.empty()) return node_error{"empty shape"};
+  std::uint64_t numel = 1;
+  for (const auto d : shape) {
+    if (numel > random_init_elements_max / d) {
+      return node_error{"'" + text + "' has more than 2^36 elements"};
+    }
+    numel *= d;
+  }
   return shape;
 }
 

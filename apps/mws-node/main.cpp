@@ -254,7 +254,13 @@ int main(int argc, char** argv) {
     auto made = node_app::create_psk_file(psk_path);
     return made ? 0 : fail(made.error().message);
   }
-  if (*run_cmd) return run_node(run_opts);
+  if (*run_cmd) {
+    try {
+      return run_node(run_opts);
+    } catch (const std::bad_alloc&) {
+      return fail("out of memory (is the model larger than this machine's memory?)", 1);
+    }
+  }
   auto body = node_app::http_get(http, *status_cmd ? "/status" : "/export");
   if (!body) return fail(body.error().message, 1);
   if (*status_cmd) {

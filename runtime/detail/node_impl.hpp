@@ -236,6 +236,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       members->on_message(to_node_key(key), *m, now, *this);
       return;
     }
+    // Stopping: the final checkpoint is written; a share applied now would be acked and then
+    // lost with the process. Unacked, its sender gives it up or re-sends it to our successor.
+    if (stopped) return;
     auto m = gossip::decode(body, gspec, msg);
     if (!m) return refused_message(key, m.error());
     if (auto ec = averaging->on_message(id_of(key), *m, now, *this)) refused_message(key, ec);

@@ -31,6 +31,7 @@ struct link {
   asio::steady_timer budget_wake;  // cancelled when a large-message slot frees up
   std::optional<public_key> key;
   std::string dial_address;  // the address it was dialled at ("" when accepted)
+  std::uint64_t messages_read = 0;
   bool ready = false;
   bool closed = false;
 };
@@ -94,6 +95,19 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
   };
 
+  // Ends the link when it has read no more than `read` messages after `after`: a peer that
+  // sends no hello, or takes the large-message slot and stalls, is cut off, not waited for.
+  static awaitable<void> deadline(std::shared_ptr<state> st, std::shared_ptr<link> l,
+                                  std::chrono::milliseconds after, std::uint64_t read,
+                                  const char* what) {
+    asio::steady_timer t(st->ex, after);
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (l->closed || l->messages_read > read) co_return;
+    st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
+               std::string(what) + " within " + std::to_string(after.count()) + " ms");
+    st->end(*l);
+  }
+
   // Waits for a large-message slot; false when the link closed meanwhile.
   static awaitable<bool> take_large_slot(std::shared_ptr<state> st, std::shared_ptr<link> l) {
     while (st->large_in_use >= st->cfg.large_messages_max && !l->closed && !st->closing) {
@@ -128,6 +142,10 @@ struct peers::state : std::enable_shared_from_this<state> {
     if (total > st->cfg.large_message_bytes) {
       if (!co_await take_large_slot(st, l)) co_return transport::errc::closed_by_peer;
       buf->slot = std::make_shared<large_slot>(st);
+      asio::co_spawn(st->ex,
+                     deadline(st, l, st->cfg.large_message_timeout, l->messages_read,
+                              "a large message not completed"),
+                     rethrow_failure);
     }
     buf->data = std::make_unique_for_overwrite<std::uint8_t[]>(total);
     buf->size = total;
@@ -141,6 +159,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       if (ended && have < total) co_return transport::errc::frame_truncated;
     }
     if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
+    ++l->messages_read;
     co_return incoming(std::move(buf));
   }
 
@@ -171,6 +190,8 @@ struct peers::state : std::enable_shared_from_this<state> {
     auto self_ptr = shared_from_this();
     asio::co_spawn(ex, write_loop(self_ptr, l), rethrow_failure);
     asio::co_spawn(ex, read_loop(self_ptr, l), rethrow_failure);
+    asio::co_spawn(ex, deadline(self_ptr, l, cfg.connection.handshake_timeout, 0, "no hello"),
+                   rethrow_failure);
   }
 
   static awaitable<void> write_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
@@ -329,8 +350,9 @@ void peers::send(const std::optional<public_key>& key, const std::string& addres
   auto& st = *state_;
   if (st.closing) return;
   if (key) {
-    if (auto it = st.ready.find(*key); it != st.ready.end()) {
-      st.enqueue(*it->second, std::move(msg));
+    // The newest ready connection: an older one may be half-open to a process that restarted.
+    if (auto [first, last] = st.ready.equal_range(*key); first != last) {
+      st.enqueue(*std::prev(last)->second, std::move(msg));
       return;
     }
   }

@@ -16,6 +16,7 @@
 // loop thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -77,6 +78,8 @@ struct peers_config {
   // receiving stalls.
   std::size_t large_message_bytes = std::size_t{1} << 20;
   std::size_t large_messages_max = 1;
+  // A large message must arrive whole this soon after it took its slot, or the link is cut.
+  std::chrono::milliseconds large_message_timeout{120'000};
 };
 
 struct peers_stats {

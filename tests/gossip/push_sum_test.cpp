@@ -159,6 +159,56 @@ TEST_CASE("a holding push-sum node holds at most held_max running sums") {
   CHECK(n.node->stats().sent == 3);
 }
 
+TEST_CASE("a holding push-sum node gives up a held running sum after held_resends_max") {
+  lone_node n(
+      [](config& c) {
+        c.tick_interval_us = 100;
+        c.timeout_us = 100;
+        c.hold_unacked = true;
+        c.held_resends_max = 3;
+      },
+      8.0f);
+  n.node->start(0, n.out);
+  for (time_us t = 0; t <= 400; t += 100)
+    n.node->on_tick(t, n.out);
+  // 0: share, 100..300: three re-sends, 400: given up, and a new share in a new frame.
+  CHECK(n.node->stats().resent == 3);
+  CHECK(n.node->stats().held_abandoned == 1);
+  CHECK(n.node->stats().sent == 5);
+  const auto& last = n.out.actions[n.out.actions.size() - 2].msg;
+  CHECK(last.header.seq == 2);
+  CHECK(last.header.round == 1);
+}
+
+TEST_CASE("a held running sum given up on a lost link is applied at most once") {
+  const auto holding = [](config& c) { c.hold_unacked = true; };
+  lone_node a(holding, 8.0f);
+  lone_node b(
+      [](config& c) {
+        c.self = {2};
+        c.peers = {{1}};
+        c.hold_unacked = true;
+      },
+      0.0f);
+  a.node->start(0, a.out);
+  a.node->on_tick(0, a.out);  // running sum 1 (4) held for b
+  const message first = a.out.actions[1].msg;
+  a.node->on_link_down({2}, 1, a.out);  // b looks failed: a gives the running sum up
+  CHECK(a.node->stats().held_abandoned == 1);
+  a.node->on_link_up({2}, 2, a.out);
+  a.out.actions.clear();
+  a.node->on_tick(1000, a.out);  // running sum 2 (2) in frame 1
+  const message second = a.out.actions[0].msg;
+  REQUIRE(second.header.seq == 2);
+  REQUIRE(second.header.round == 1);
+  CHECK(!b.node->on_message({1}, second, 1000, b.out));  // b never got the first: it follows
+  CHECK(b.x() == 2.0f);
+  CHECK(!b.node->on_message({1}, first, 1001, b.out));  // late: older than what b applied
+  CHECK(b.node->stats().ignored == 1);
+  CHECK(b.x() == 2.0f);
+  CHECK(a.x() == 2.0f);  // the first share's 4 is lost with the link, never counted twice
+}
+
 TEST_CASE("a holding push-sum node refuses a second running sum in one frame") {
   lone_node n([](config& c) { c.hold_unacked = true; });
   auto& node = n.node;
