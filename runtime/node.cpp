@@ -15,18 +15,12 @@ using detail::declare_metrics;
 using detail::register_endpoints;
 
 node_result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return node_error{"'" + address + "' is not host:port"};
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  const auto parts = detail::split_host_port(address);
+  if (!parts) return node_error{"'" + address + "' is not host:port"};
+  const auto& [host, port_text] = *parts;
   boost::system::error_code ec;
   const auto ip = asio::ip::make_address(host, ec);
   if (ec) return node_error{"'" + address + "': '" + host + "' is not a numeric IP address"};
-  const auto port_text = address.substr(colon + 1);
   char* end = nullptr;
   const auto port = std::strtoul(port_text.c_str(), &end, 10);
   if (port_text.empty() || *end != '\0' || port > 65535) {
@@ -172,7 +166,6 @@ node_result<void> node::start() {
       n.ex, n.self, std::move(pc),
       detail::peer_events{
           [&n](const public_key& k, const hello& h, bool first) { n.on_ready(k, h, first); },
-          [](const public_key&) {},
           [&n](const public_key& k, channel ch, detail::incoming m) {
             n.on_message(k, ch, std::move(m));
           },

@@ -40,15 +40,6 @@ std::string hex(const public_key& k) {
   return transport::peer_id::of(k).to_string();
 }
 
-// "host:port" or "[v6 host]:port" split in two, or nothing.
-std::optional<std::pair<std::string, std::string>> split_address(const std::string& a) {
-  const auto colon = a.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == a.size()) return std::nullopt;
-  std::string host = a.substr(0, colon);
-  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return std::pair{host, a.substr(colon + 1)};
-}
-
 void put_length(std::vector<std::uint8_t>& head, std::size_t total) {
   for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
     head[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
@@ -62,6 +53,16 @@ std::size_t get_length(const std::uint8_t* prefix) {
 }
 
 }  // namespace
+
+std::optional<std::pair<std::string, std::string>> split_host_port(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::pair{host, address.substr(colon + 1)};
+}
 
 std::vector<std::uint8_t> channel_prefix(channel ch) {
   std::vector<std::uint8_t> p(channel_prefix_bytes, 0);
@@ -291,7 +292,6 @@ struct peers::state : std::enable_shared_from_this<state> {
           break;
         }
       }
-      if (ready.count(*l.key) == 0 && !closing) ev.on_lost(*l.key);
     }
     auto kept = links_entry(l);
     std::erase_if(links, [&](const auto& p) { return p.get() == &l; });
@@ -315,8 +315,8 @@ struct peers::state : std::enable_shared_from_this<state> {
       st->drop_pending(address);
       st->refuse(address, "dial", why);
     };
-    const auto parts = split_address(address);
-    if (!parts) co_return failed("not a host:port address");
+    const auto parts = split_host_port(address);
+    if (!parts || parts->second.empty()) co_return failed("not a host:port address");
     asio::ip::tcp::resolver resolver(st->ex);
     auto [ec, found] = co_await resolver.async_resolve(parts->first, parts->second,
                                                        asio::as_tuple(asio::use_awaitable));
@@ -374,10 +374,6 @@ void peers::send(const std::optional<public_key>& key, const std::string& addres
     return;
   }
   it->second.push_back(std::move(msg));
-}
-
-bool peers::is_connected(const public_key& key) const {
-  return state_->ready.count(key) != 0;
 }
 
 std::size_t peers::connected_peers() const {

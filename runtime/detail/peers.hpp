@@ -58,8 +58,6 @@ using incoming = std::shared_ptr<const message_buffer>;
 struct peer_events {
   // A connection of `key` passed the hello; `first` when no other connection of it was ready.
   std::function<void(const transport::public_key& key, const hello& h, bool first)> on_ready;
-  // The last ready connection of `key` closed.
-  std::function<void(const transport::public_key& key)> on_lost;
   std::function<void(const transport::public_key& key, channel ch, incoming msg)> on_message;
   // A peer (by key or address) was refused or a dial failed; `why` is a sentence for the log.
   std::function<void(const std::string& who, const std::string& reason, const std::string& why)>
@@ -106,7 +104,6 @@ class peers {
   // when given) and sends once the hello is through.
   void send(const std::optional<transport::public_key>& key, const std::string& address,
             outgoing msg);
-  bool is_connected(const transport::public_key& key) const;
   std::size_t connected_peers() const;
   const peers_stats& stats() const noexcept;
   // Closes every connection (gracefully, in the background) and stops dialling.
@@ -117,6 +114,10 @@ class peers {
  private:
   std::shared_ptr<state> state_;
 };
+
+// "host:port" or "[v6 host]:port" split into host and port text (brackets removed), or nothing
+// when there is no colon or no host. The port text may be empty or not a number.
+std::optional<std::pair<std::string, std::string>> split_host_port(const std::string& address);
 
 // The 8-byte prefix of a message on `ch`, its length field zero until send() sets it.
 std::vector<std::uint8_t> channel_prefix(channel ch);
