@@ -53,6 +53,7 @@ void build_header(flatbuffers::FlatBufferBuilder& fbb, const message& msg, const
   h.add_degree(msg.header.degree);
   h.add_weight(msg.header.weight);
   h.add_ack(msg.header.ack);
+  h.add_view(msg.header.view);
   if (msg.tensors) h.add_tensors(list);
   fbb.Finish(h.Finish());
 }
@@ -72,8 +73,9 @@ wire_layout layout_for(std::size_t fb_bytes, const message& msg) {
   return l;
 }
 
+// An extra member of exact mode holds w = 0 after handing its mass over.
 bool weight_must_be_positive(message_kind k) noexcept {
-  return carries_tensors(k);
+  return carries_tensors(k) && k != message_kind::exact_value;
 }
 
 bool all_zero(const std::uint8_t* p, std::size_t n) noexcept {
@@ -166,10 +168,12 @@ result<decoded_header> decode_header(std::span<const std::uint8_t> bytes, const 
   out.header.degree = h->degree();
   out.header.weight = h->weight();
   out.header.ack = h->ack();
+  out.header.view = h->view();
 
   const auto kind = out.header.kind;
   if (!std::isfinite(out.header.weight)) return errc::bad_weight;
   if (weight_must_be_positive(kind) && !(out.header.weight > 0.0)) return errc::bad_weight;
+  if (out.header.weight < 0.0) return errc::bad_weight;
   if (out.header.round > limits.round_max || out.header.degree > limits.degree_max ||
       out.header.step > max_exact_step + 1) {
     return errc::out_of_range;

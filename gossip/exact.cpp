@@ -1,6 +1,7 @@
-// Exact averaging on a one-peer hypercube schedule (Ying et al. 2021), with the extra nodes of a
-// non-power-of-two membership folded in before and handed their share after (README.md,
-// "exact").
+// Exact averaging on a one-peer hypercube schedule (Ying et al. 2021), epoch by epoch, with the
+// extra nodes of a non-power-of-two membership folded in before and handed their share after,
+// over a membership the driver may change between epochs; an epoch that cannot finish is ended
+// early without creating or destroying mass (README.md, "exact").
 #include <algorithm>
 #include <bit>
 
@@ -10,18 +11,79 @@
 namespace mws::gossip::detail {
 namespace {
 
+enum class part : std::uint8_t { none, give, fold, exchange, take };
+
+// One epoch's plan: its members in schedule order (self included) and who does what when.
+struct schedule {
+  round_t epoch = 0;
+  std::vector<peer_id> members;
+  std::uint64_t view = 0;
+  std::size_t n = 0, p = 0, m = 0, idx = 0;
+  std::uint32_t k = 0;
+
+  schedule() = default;
+  schedule(round_t e, std::vector<peer_id> ms, std::uint64_t v, peer_id self)
+      : epoch(e), members(std::move(ms)), view(v) {
+    n = members.size();
+    p = std::bit_floor(n);
+    k = static_cast<std::uint32_t>(std::countr_zero(p));
+    m = n - p;
+    idx = static_cast<std::size_t>(std::find(members.begin(), members.end(), self) -
+                                   members.begin());
+    MWS_ASSERT(idx < n && k + 1 <= max_exact_step);
+  }
+
+  std::uint32_t last_step() const noexcept { return k + 1; }
+
+  // What member `i` does at `step`, and with which member index.
+  part part_of(std::size_t i, std::uint32_t step, std::size_t* partner) const noexcept {
+    if (step == 0 || step == last_step()) {
+      if (m == 0) return part::none;
+      if (i >= p) {
+        *partner = i - p;
+        return step == 0 ? part::give : part::take;
+      }
+      if (i < m) {
+        *partner = i + p;
+        return step == 0 ? part::fold : part::give;
+      }
+      return part::none;
+    }
+    if (i >= p) return part::none;
+    *partner = i ^ (std::size_t{1} << (step - 1));
+    return part::exchange;
+  }
+
+  // What this node does at `step`, and with whom.
+  part mine(std::uint32_t step, peer_id* partner, bool* low = nullptr) const noexcept {
+    std::size_t j = 0;
+    const part r = part_of(idx, step, &j);
+    if (r != part::none) *partner = members[j];
+    if (low) *low = idx < j;
+    return r;
+  }
+
+  // Whether this node takes a value from `from` at `step` (fold, exchange or take).
+  bool takes_from(std::uint32_t step, peer_id from) const noexcept {
+    if (step > last_step()) return false;
+    peer_id partner;
+    const part r = mine(step, &partner);
+    return (r == part::fold || r == part::exchange || r == part::take) && partner == from;
+  }
+
+  // Whether this node gives to `to` at `step` (an extra member's mass, or half of it back).
+  bool gives_to(std::uint32_t step, peer_id to) const noexcept {
+    if (step > last_step()) return false;
+    peer_id partner;
+    return mine(step, &partner) == part::give && partner == to;
+  }
+};
+
 class exact_node final : public node_base {
  public:
   exact_node(const config& cfg, model initial, gpu::backend& b, gpu::stream& s)
-      : node_base(cfg, std::move(initial), b, s), members_(cfg_.peers) {
-    std::sort(members_.begin(), members_.end());
-    n_ = members_.size();
-    p_ = std::bit_floor(n_);
-    k_ = static_cast<std::uint32_t>(std::countr_zero(p_));
-    m_ = n_ - p_;
-    MWS_ASSERT(k_ + 1 <= max_exact_step);
-    idx_ = static_cast<std::size_t>(std::lower_bound(members_.begin(), members_.end(), cfg_.self) -
-                                    members_.begin());
+      : node_base(cfg, std::move(initial), b, s), next_members_(cfg_.peers) {
+    std::sort(next_members_.begin(), next_members_.end());
   }
 
   void start(time_us now_us, action_sink& out) override {
@@ -30,20 +92,17 @@ class exact_node final : public node_base {
   }
 
   void on_tick(time_us now_us, action_sink& out) override {
-    const bool more = cfg_.exact_epochs == 0 || stats_.round < cfg_.exact_epochs;
-    if (!active_ && more && now_us >= next_epoch_us_) {
-      active_ = true;
-      step_ = 0;
-      sent_ = false;
-      last_progress_us_ = now_us;
-      epoch_start_us_ = now_us;
-      advance(now_us, out);
+    if (members_changed_) {
+      // Let a changing membership settle before an epoch is built on it.
+      members_changed_ = false;
+      next_epoch_us_ = std::max(next_epoch_us_, now_us + cfg_.epoch_interval_us);
     }
-    if (active_ && now_us - last_progress_us_ >= cfg_.timeout_us) request(now_us, out);
-    if (active_ || more) {
-      const time_us next =
-          active_ ? now_us + cfg_.tick_interval_us : std::max(next_epoch_us_, now_us + 1);
-      out.arm_timer(next);
+    if (!active_ && may_begin() && now_us >= next_epoch_us_) begin(next_number(), now_us, out);
+    if (active_ && now_us - last_progress_us_ >= cfg_.timeout_us) stalled(now_us, out);
+    if (active_) {
+      out.arm_timer(now_us + cfg_.tick_interval_us);
+    } else if (may_begin()) {
+      out.arm_timer(std::max(next_epoch_us_, now_us + 1));
     }
   }
 
@@ -58,103 +117,271 @@ class exact_node final : public node_base {
     if (auto i = peer_index(peer)) up_[*i] = true;
   }
   void on_link_down(peer_id peer, time_us, action_sink&) override {
-    // The schedule needs every member; a missing partner stalls it (counted in stalls) until
-    // the link returns or the driver reconfigures the membership.
+    // A link that is down stalls the schedule (counted in stalls) until it returns; a member
+    // that has failed is dropped by set_members instead.
     if (auto i = peer_index(peer)) up_[*i] = false;
   }
 
- private:
-  enum class part : std::uint8_t { none, give, fold, exchange, take };
+  error_code add_peer(peer_id peer) override {
+    auto i = append_peer(peer);
+    if (!i) return i.error();
+    up_[*i] = true;
+    return {};
+  }
 
-  struct stored {
+  // A restarted peer's old values may still be applied: its mass left with its old process.
+  error_code reset_peer(peer_id peer) override {
+    return peer_index(peer) ? error_code{} : error_code{errc::not_a_peer};
+  }
+
+  error_code set_members(std::span<const peer_id> members, std::uint64_t view,
+                         time_us now_us, action_sink& out) override {
+    if (members.size() > max_peers) return errc::out_of_range;
+    std::vector<peer_id> sorted(members.begin(), members.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return errc::out_of_range;
+    for (const auto q : members) {
+      if (!peer_index(q)) return errc::not_a_peer;
+    }
+    if (!std::binary_search(sorted.begin(), sorted.end(), cfg_.self)) return errc::not_a_peer;
+    if (std::equal(members.begin(), members.end(), next_members_.begin(), next_members_.end()) &&
+        view == next_view_) {
+      return {};
+    }
+    next_members_.assign(members.begin(), members.end());
+    next_view_ = view;
+    members_changed_ = true;
+    if (active_) {
+      // A member of the running epoch has gone: the epoch cannot finish. Stop waiting on it.
+      for (const auto q : cur_.members) {
+        if (!std::binary_search(sorted.begin(), sorted.end(), q)) lost(q);
+      }
+      advance(now_us, out);
+    }
+    return {};
+  }
+
+ private:
+  // A step done with a peer, kept for repeats, late values and aborts.
+  struct entry {
     round_t epoch = 0;
     std::uint32_t step = 0;
-    std::size_t peer = 0;  // member index: sender (inbox) or receiver (history)
+    peer_id peer;
+    part what = part::exchange;  // exchange (x: the value sent), give (x: the share), or the
+                                 // fold / take applied (no x)
+    payload_ptr x;
+    double w = 0.0;
+    std::uint64_t view = 0;  // the epoch's view, sent with repeats
+    bool low = false;        // exchange: this node is the lower member (its value goes first)
+    bool answered = false;   // exchange: the partner's value was applied
+  };
+  // A value received for a step not yet reached.
+  struct value {
+    round_t epoch = 0;
+    std::uint32_t step = 0;
+    peer_id peer;
+    std::uint64_t view = 0;
+    bool request = false;
     payload_ptr x;
     double w = 0.0;
   };
 
-  std::uint32_t last_step() const noexcept { return k_ + 1; }
+  bool may_begin() const noexcept {
+    const bool more = cfg_.exact_epochs == 0 || begun_count_ < cfg_.exact_epochs;
+    return more && next_members_.size() >= 2;
+  }
+  round_t next_number() const noexcept {
+    return begun_count_ == 0 ? newest_seen_ : std::max(cur_.epoch + 1, newest_seen_);
+  }
+  void note_epoch(round_t e) noexcept { newest_seen_ = std::max(newest_seen_, e); }
 
-  // What member `i` does at `step`, and with whom.
-  part part_of(std::size_t i, std::uint32_t step, std::size_t* partner) const noexcept {
-    if (step == 0 || step == last_step()) {
-      if (m_ == 0) return part::none;
-      if (i >= p_) {
-        *partner = i - p_;
-        return step == 0 ? part::give : part::take;
-      }
-      if (i < m_) {
-        *partner = i + p_;
-        return step == 0 ? part::fold : part::give;
-      }
-      return part::none;
+  entry* find(round_t e, std::uint32_t t, peer_id q) noexcept {
+    for (auto& s : ledger_) {
+      if (s.epoch == e && s.step == t && s.peer == q) return &s;
     }
-    if (i >= p_) return part::none;
-    *partner = i ^ (std::size_t{1} << (step - 1));
-    return part::exchange;
+    return nullptr;
+  }
+  // The value the running epoch's plan takes at `step` from `partner`, if it is in.
+  value* inbox_find(std::uint32_t t, peer_id partner) noexcept {
+    for (auto& v : inbox_) {
+      if (v.epoch == cur_.epoch && v.step == t && v.peer == partner && v.view == cur_.view) {
+        return &v;
+      }
+    }
+    return nullptr;
+  }
+  bool inbox_has(round_t e, std::uint32_t t) const noexcept {
+    return std::any_of(inbox_.begin(), inbox_.end(),
+                       [&](const value& v) { return v.epoch == e && v.step == t; });
   }
 
-  peer_id member(std::size_t i) const noexcept { return members_[i]; }
-
   error_code receive(peer_id from, const message& msg, time_us now_us, action_sink& out) {
-    const auto pi = peer_index(from);
-    if (!pi || from == cfg_.self) return errc::not_a_peer;
+    if (!peer_index(from) || from == cfg_.self) return errc::not_a_peer;
+    if (msg.header.kind == message_kind::exact_abort) return on_abort(from, msg, now_us, out);
     if (msg.header.kind != message_kind::exact_value) return errc::wrong_algorithm;
-    if (msg.header.step > last_step()) return errc::out_of_range;
-    if (auto ec = check_payload(msg, true)) return ec;
-    const auto src = static_cast<std::size_t>(
-        std::lower_bound(members_.begin(), members_.end(), from) - members_.begin());
+    if (msg.header.step > max_exact_step) return errc::out_of_range;
+    if (auto ec = check_payload(msg, false)) return ec;
+    if (!(msg.header.weight >= 0.0)) return errc::bad_weight;
     const round_t e = msg.header.round;
     const std::uint32_t t = msg.header.step;
     const bool request = msg.header.seq == 1;
     ++stats_.received;
+    note_epoch(e);
+    bool repeated = false;
     if (request) {
       // The sender waits on us: repeat what we sent it in that epoch.
-      for (const auto& h : history_) {
-        if (h.epoch == e && h.peer == src) {
+      for (const auto& s : ledger_) {
+        if (s.epoch == e && s.peer == from && s.x) {
           ++stats_.resent;
-          send_value(out, h, false);
+          send_entry(out, s, false);
+          repeated = true;
         }
       }
     }
-    std::size_t partner = 0;
-    const part role = part_of(idx_, t, &partner);
-    const bool expected =
-        (role == part::fold || role == part::exchange || role == part::take) && partner == src;
-    if (!expected) {
-      if (request) return {};
-      return errc::out_of_range;
+    const bool here = active_ && e == cur_.epoch && t >= step_ && msg.header.view == cur_.view;
+    if (here && cur_.takes_from(t, from)) {
+      if (inbox_has(e, t)) {
+        ++stats_.ignored;
+        return {};
+      }
+      return buffer(from, msg, now_us, out);
     }
-    const bool current_or_next = e == epoch_ || e == epoch_ + 1;
-    const bool done_here = e == epoch_ && active_ && t < step_;
-    const bool buffered = std::any_of(inbox_.begin(), inbox_.end(),
-                                      [&](const stored& s) { return s.epoch == e && s.step == t; });
-    if (!current_or_next || done_here || buffered) {
-      ++stats_.ignored;
+    if (here && request && cur_.gives_to(t, from)) return {};  // it comes when we get there
+    if (auto* s = find(e, t, from)) {
+      if (s->what == part::exchange && !s->answered) {
+        // We gave up waiting (a member failed, or the partner was silent), but sent our value:
+        // the partner may have applied it, so we apply theirs now, as a local change.
+        apply_exchange(*s, *msg.tensors, msg.header.weight);
+        ++stats_.late_values;
+        return {};
+      }
+      ++stats_.ignored;  // a duplicate of a step done
       return {};
     }
-    auto kept = keep(msg.tensors);
-    if (!kept) return kept.error();
-    inbox_.push_back({e, t, src, std::move(*kept), msg.header.weight});
-    if (active_) advance(now_us, out);
+    if (repeated) return {};  // a stalled fold or take: its payload is only the request
+    if (!begun_any() || e > cur_.epoch) {
+      if (inbox_has(e, t)) {
+        ++stats_.ignored;
+        return {};
+      }
+      return buffer(from, msg, now_us, out);
+    }
+    if (e == cur_.epoch && msg.header.view == cur_.view && !cur_.takes_from(t, from)) {
+      return errc::out_of_range;  // our plans agree, and it has no such step with us
+    }
+    // A value of a step we never ran with `from` and never will: an epoch that ended here, a
+    // past one, or a membership or schedule we do not share. Tell the sender not to wait.
+    send_abort(out, e, t, from);
+    if (active_ && e == cur_.epoch) {
+      ending_ = true;
+      advance(now_us, out);
+    }
     return {};
   }
 
-  const stored* inbox_find(std::uint32_t t) const noexcept {
-    for (const auto& s : inbox_) {
-      if (s.epoch == epoch_ && s.step == t) return &s;
+  // Keeps `msg` for its step; an idle node begins the sender's epoch at once (it waits on us).
+  error_code buffer(peer_id from, const message& msg, time_us now_us, action_sink& out) {
+    const round_t e = msg.header.round;
+    const auto later = [&](round_t x) { return !begun_any() || x > cur_.epoch; };
+    if (later(e)) {
+      // Besides the running epoch, one later epoch is kept: the newest; older ones are aborted.
+      if (std::any_of(inbox_.begin(), inbox_.end(),
+                      [&](const value& v) { return later(v.epoch) && v.epoch > e; })) {
+        send_abort(out, e, msg.header.step, from);
+        return {};
+      }
+      std::erase_if(inbox_, [&](const value& v) {
+        const bool drop = later(v.epoch) && v.epoch < e;
+        if (drop) send_abort(out, v.epoch, v.step, v.peer);
+        return drop;
+      });
     }
-    return nullptr;
+    auto kept = keep(msg.tensors);
+    if (!kept) return kept.error();
+    inbox_.push_back({e, msg.header.step, from, msg.header.view, msg.header.seq == 1,
+                      std::move(*kept), msg.header.weight});
+    if (active_) {
+      advance(now_us, out);
+    } else if (may_begin() && (!begun_any() || e > cur_.epoch)) {
+      begin(e, now_us, out);
+    }
+    return {};
   }
-  void inbox_drop(std::uint32_t t) {
-    std::erase_if(inbox_, [&](const stored& s) { return s.epoch == epoch_ && s.step == t; });
+
+  error_code on_abort(peer_id from, const message& msg, time_us now_us, action_sink& out) {
+    const round_t e = msg.header.round;
+    const std::uint32_t t = msg.header.step;
+    ++stats_.received;
+    note_epoch(msg.header.seq);
+    if (auto* s = find(e, t, from)) {
+      if (s->what == part::give) {
+        // The receiver never took our mass: take it back.
+        const set_term back[] = {{&model_.x, 1.0f}, {s->x.get(), 1.0f}};
+        check(mix(model_.x, back));
+        model_.w += s->w;
+        ++stats_.gives_returned;
+      } else if (s->what != part::exchange || s->answered) {
+        ++stats_.ignored;  // the peer applied, or we did: it cannot abort that step
+        return {};
+      }
+      std::erase_if(ledger_, [&](const entry& x) { return &x == s; });
+    }
+    if (active_ && e == cur_.epoch) {
+      if (t == step_ && waits_on(from)) sent_ = false;
+      ending_ = true;
+      advance(now_us, out);
+    }
+    return {};
+  }
+
+  bool waits_on(peer_id q) const noexcept {
+    peer_id partner;
+    const part r = cur_.mine(step_, &partner);
+    return r != part::none && r != part::give && partner == q;
+  }
+
+  // Member `q` of the running epoch is gone: end the epoch, without waiting on it.
+  void lost(peer_id q) {
+    ending_ = true;
+    if (waits_on(q)) sent_ = false;  // a value sent to it stays in the ledger, applied if late
+  }
+
+  void begin(round_t e, time_us now_us, action_sink& out) {
+    MWS_ASSERT(!active_);
+    // Keep the previous epoch's steps (repeats, late values, aborts), drop older ones.
+    if (begun_any()) {
+      const round_t prev = cur_.epoch;
+      std::erase_if(ledger_, [&](const entry& s) { return s.epoch < prev; });
+    }
+    cur_ = schedule(e, next_members_, next_view_, cfg_.self);
+    ++begun_count_;
+    active_ = true;
+    ending_ = false;
+    sent_ = false;
+    step_ = 0;
+    resends_ = 0;
+    last_progress_us_ = now_us;
+    epoch_start_us_ = now_us;
+    advance(now_us, out);
+    // Values of epochs we skip, or that this epoch's plan has no use for, are answered now.
+    std::erase_if(inbox_, [&](const value& v) {
+      const bool useless =
+          v.epoch < e || (v.epoch == e && (!cur_.takes_from(v.step, v.peer) ||
+                                           v.view != cur_.view || v.step < step_));
+      const bool served = find(v.epoch, v.step, v.peer) ||
+                          (v.request && v.epoch == e && cur_.gives_to(v.step, v.peer));
+      if (useless && !served) send_abort(out, v.epoch, v.step, v.peer);
+      return useless;
+    });
+    if (active_) advance(now_us, out);
   }
 
   void advance(time_us now_us, action_sink& out) {
     while (active_) {
-      std::size_t partner = 0;
-      const part role = part_of(idx_, step_, &partner);
+      if (ending_ && !sent_) return end_epoch(false, now_us, out);
+      peer_id partner;
+      bool low = false;
+      const part role = cur_.mine(step_, &partner, &low);
       switch (role) {
         case part::none:
           break;
@@ -163,54 +390,61 @@ class exact_node final : public node_base {
           break;
         case part::fold:
         case part::take: {
-          const auto* in = inbox_find(step_);
+          auto* in = inbox_find(step_, partner);
           if (!in) return;
           const set_term terms[] = {{&model_.x, 1.0f}, {in->x.get(), 1.0f}};
           check(mix(model_.x, terms));
           model_.w += in->w;
-          inbox_drop(step_);
+          ledger_.push_back(
+              {cur_.epoch, step_, partner, role, nullptr, in->w, cur_.view, low, true});
+          inbox_drop(cur_.epoch, step_);
           break;
         }
         case part::exchange: {
           if (!sent_) {
             auto snap = snapshot(model_.x);
             MWS_ASSERT(snap.has_value());
-            remember({epoch_, step_, partner, std::move(*snap), model_.w});
-            send_value(out, history_.back(), false);
+            ledger_.push_back({cur_.epoch, step_, partner, part::exchange, std::move(*snap),
+                               model_.w, cur_.view, low});
+            send_entry(out, ledger_.back(), false);
             sent_ = true;
           }
-          const auto* in = inbox_find(step_);
+          auto* in = inbox_find(step_, partner);
           if (!in) return;
-          const auto& mine = history_.back();
-          MWS_ASSERT(mine.epoch == epoch_ && mine.step == step_);
-          // Both partners evaluate the same expression with the lower-numbered member's value
-          // first, so both get the same bits: (x - x_sent) is +0 unless a local update arrived
-          // in between, and 0.5*lo + 0.5*hi rounds identically on both sides.
-          const bool low = idx_ < partner;
-          const stored& lo = low ? mine : *in;
-          const stored& hi = low ? *in : mine;
-          const set_term terms[] = {
-              {&model_.x, 1.0f}, {mine.x.get(), -1.0f}, {lo.x.get(), 0.5f}, {hi.x.get(), 0.5f}};
-          check(mix(model_.x, terms));
-          model_.w = (model_.w - mine.w) + (0.5 * lo.w + 0.5 * hi.w);
-          inbox_drop(step_);
+          auto* mine = find(cur_.epoch, step_, partner);
+          MWS_ASSERT(mine != nullptr);
+          apply_exchange(*mine, *in->x, in->w);
+          inbox_drop(cur_.epoch, step_);
           sent_ = false;
           break;
         }
       }
       last_progress_us_ = now_us;
-      if (step_ == last_step()) {
-        finish_epoch();
-      } else {
-        ++step_;
-        stats_.step = step_;
-      }
+      resends_ = 0;
+      if (step_ == cur_.last_step()) return end_epoch(true, now_us, out);
+      ++step_;
+      stats_.step = step_;
     }
+  }
+
+  // Both partners evaluate the same expression with the lower member's value first, so both
+  // get the same bits: (x - x_sent) is +0 unless a local update arrived in between, and
+  // 0.5*lo + 0.5*hi rounds identically on both sides.
+  void apply_exchange(entry& mine, const tensor_set& theirs, double their_w) {
+    const tensor_set& lo = mine.low ? *mine.x : theirs;
+    const tensor_set& hi = mine.low ? theirs : *mine.x;
+    const set_term terms[] = {
+        {&model_.x, 1.0f}, {mine.x.get(), -1.0f}, {&lo, 0.5f}, {&hi, 0.5f}};
+    check(mix(model_.x, terms));
+    const double w_lo = mine.low ? mine.w : their_w;
+    const double w_hi = mine.low ? their_w : mine.w;
+    model_.w = (model_.w - mine.w) + (0.5 * w_lo + 0.5 * w_hi);
+    mine.answered = true;
   }
 
   // Hands our mass (step 0, an extra member) or half of it (last step, a folding member) to
   // the partner. Both are exact: x - x is 0 and x - x/2 is x/2 in binary floating point.
-  void give(action_sink& out, std::size_t partner) {
+  void give(action_sink& out, peer_id partner) {
     auto share = tensor_set::allocate(backend_, model_.spec);
     MWS_ASSERT(share.has_value());
     const float fraction = step_ == 0 ? 1.0f : 0.5f;
@@ -220,72 +454,102 @@ class exact_node final : public node_base {
     const set_term keep_rest[] = {{&model_.x, 1.0f}, {&*share, -1.0f}};
     check(mix(model_.x, keep_rest));
     model_.w -= w_share;
-    remember(
-        {epoch_, step_, partner, std::make_shared<const tensor_set>(std::move(*share)), w_share});
-    send_value(out, history_.back(), false);
+    ledger_.push_back({cur_.epoch, step_, partner, part::give,
+                       std::make_shared<const tensor_set>(std::move(*share)), w_share,
+                       cur_.view});
+    send_entry(out, ledger_.back(), false);
   }
 
-  void finish_epoch() {
-    ++stats_.round;
+  void end_epoch(bool completed, time_us now_us, action_sink& out) {
+    if (completed) {
+      ++stats_.round;
+    } else {
+      ++stats_.epochs_abandoned;
+    }
     stats_.step = 0;
     active_ = false;
-    ++epoch_;
-    step_ = 0;
-    next_epoch_us_ = epoch_start_us_ + cfg_.epoch_interval_us;
-    std::erase_if(history_, [&](const stored& s) { return s.epoch + 1 < epoch_; });
-    std::erase_if(inbox_, [&](const stored& s) { return s.epoch < epoch_; });
+    ending_ = false;
+    sent_ = false;
+    next_epoch_us_ = std::max(now_us, epoch_start_us_ + cfg_.epoch_interval_us);
+    std::erase_if(inbox_, [&](const value& v) {
+      const bool ours = v.epoch <= cur_.epoch;
+      if (ours && !find(v.epoch, v.step, v.peer)) send_abort(out, v.epoch, v.step, v.peer);
+      return ours;
+    });
   }
 
-  // Stalled on a partner: send it a flagged message so that it repeats what it sent us.
-  void request(time_us now_us, action_sink& out) {
+  // Stalled on a partner: ask it to repeat what it sent us, by sending ours (or, for a fold or
+  // take, any value of ours tagged with the step; the giver ignores its payload). After
+  // stall_resends_max unanswered requests, give the step up: the epoch ends, and a value sent
+  // to the partner stays in the ledger, to be matched if the partner's value comes late.
+  void stalled(time_us now_us, action_sink& out) {
     ++stats_.stalls;
     last_progress_us_ = now_us;
-    std::size_t partner = 0;
-    const part role = part_of(idx_, step_, &partner);
+    peer_id partner;
+    const part role = cur_.mine(step_, &partner);
     if (role == part::none || role == part::give) return;
-    const stored* latest = nullptr;
-    for (const auto& h : history_) {
-      if (h.epoch == epoch_ && h.peer == partner) latest = &h;
+    if (cfg_.stall_resends_max != 0 && resends_ >= cfg_.stall_resends_max) {
+      lost(partner);
+      return advance(now_us, out);
     }
+    ++resends_;
     ++stats_.resent;
-    if (latest) {
-      send_value(out, *latest, true);
-      return;
+    if (const auto* s = find(cur_.epoch, step_, partner); s && s->x) {
+      return send_entry(out, *s, true);
     }
-    // Nothing sent to this partner yet in this epoch (a folding member waits on its extra
-    // member): any value tagged with the step serves as the request; the partner ignores it.
     auto snap = snapshot(model_.x);
     MWS_ASSERT(snap.has_value());
-    send_value(out, stored{epoch_, step_, partner, std::move(*snap), model_.w}, true);
+    send_entry(out,
+               entry{cur_.epoch, step_, partner, role, std::move(*snap), model_.w, cur_.view},
+               true);
   }
 
-  void remember(stored s) { history_.push_back(std::move(s)); }
+  void inbox_drop(round_t e, std::uint32_t t) {
+    std::erase_if(inbox_, [&](const value& v) { return v.epoch == e && v.step == t; });
+  }
 
-  void send_value(action_sink& out, const stored& s, bool request) {
+  bool begun_any() const noexcept { return begun_count_ != 0; }
+
+  void send_entry(action_sink& out, const entry& s, bool request) {
     message msg;
     msg.header.kind = message_kind::exact_value;
     msg.header.round = s.epoch;
     msg.header.step = s.step;
     msg.header.seq = request ? 1 : 0;
     msg.header.weight = s.w;
+    msg.header.view = s.view;
     msg.tensors = s.x;
-    send(out, member(s.peer), std::move(msg));
+    send(out, s.peer, std::move(msg));
+  }
+
+  void send_abort(action_sink& out, round_t e, std::uint32_t t, peer_id to) {
+    message msg;
+    msg.header.kind = message_kind::exact_abort;
+    msg.header.round = e;
+    msg.header.step = t;
+    msg.header.seq = next_number();
+    ++stats_.aborts_sent;
+    send(out, to, std::move(msg));
   }
 
   static void check(error_code ec) { MWS_ASSERT(!ec && "mixing own buffers cannot fail"); }
 
-  std::vector<peer_id> members_;  // sorted; a member's index numbers it in the schedule
-  std::size_t n_ = 0, p_ = 0, m_ = 0, idx_ = 0;
-  std::uint32_t k_ = 0;
+  std::vector<peer_id> next_members_;  // the membership of the next epoch, in schedule order
+  std::uint64_t next_view_ = 0;
+  bool members_changed_ = false;
+  schedule cur_;  // the epoch running, or the last one run
+  std::uint64_t begun_count_ = 0;
+  round_t newest_seen_ = 0;  // the largest epoch number heard of
   bool active_ = false;
-  bool sent_ = false;
-  round_t epoch_ = 0;       // the epoch running, or the next one to run
+  bool ending_ = false;     // end the epoch as soon as no exchange we started is open
+  bool sent_ = false;       // our value of the current exchange step is out, theirs not in
   std::uint32_t step_ = 0;  // 0 .. k + 1
+  std::uint32_t resends_ = 0;
   time_us epoch_start_us_ = 0;
   time_us next_epoch_us_ = 0;
   time_us last_progress_us_ = 0;
-  std::vector<stored> inbox_;    // partners' values of the current and the next epoch
-  std::vector<stored> history_;  // what we sent in this and the previous epoch
+  std::vector<value> inbox_;   // partners' values of the running and of one later epoch
+  std::vector<entry> ledger_;  // steps done with peers in this and the previous epoch
 };
 
 }  // namespace

@@ -24,6 +24,8 @@ std::string_view to_string(message_kind k) noexcept {
       return "exact_value";
     case message_kind::push_sum_ack:
       return "push_sum_ack";
+    case message_kind::exact_abort:
+      return "exact_abort";
   }
   return "?";
 }

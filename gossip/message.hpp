@@ -31,15 +31,21 @@ enum class message_kind : std::uint8_t {
   // sync. round: the round whose value this is; degree: the sender's neighbour count (for the
   // Metropolis-Hastings weight); payload and weight: the sender's x and w of that round.
   sync_value = 7,
-  // exact. round: the epoch; step: the step of the schedule (see exact.hpp); payload and
-  // weight: the sender's x and w entering that step.
+  // exact. round: the epoch; step: the step of the schedule (README.md, "exact"); payload and
+  // weight: the sender's x and w entering that step (weight >= 0: an extra member that handed
+  // its mass over holds 0); view: the fingerprint of the epoch's membership; seq: 1 when the
+  // sender is stalled and asks for a repeat.
   exact_value = 8,
   // push_sum with running sums: "I applied your running sum `seq` of frame `round`", sent right
   // after applying one (and again for a duplicate), so that the sender can restart its running
   // sum from zero (README.md). No payload.
   push_sum_ack = 9,
+  // exact: "I did not apply your value of epoch `round`, step `step`, and never will" (the
+  // epoch ended here first, or our views of its membership differ). A sender that gave its mass
+  // takes it back. seq: the epoch the sender of the abort would begin next. No payload.
+  exact_abort = 10,
 };
-inline constexpr std::uint8_t message_kind_count = 10;
+inline constexpr std::uint8_t message_kind_count = 11;
 
 std::string_view to_string(message_kind k) noexcept;
 
@@ -50,6 +56,7 @@ constexpr bool carries_tensors(message_kind k) noexcept {
     case message_kind::pairwise_commit:
     case message_kind::pairwise_abort:
     case message_kind::push_sum_ack:
+    case message_kind::exact_abort:
       return false;
     default:
       return true;
@@ -64,6 +71,7 @@ struct message_header {
   std::uint32_t degree = 0;
   double weight = 0.0;
   std::uint64_t ack = 0;
+  std::uint64_t view = 0;
 };
 
 // Upper bounds the codec enforces on header counters.

@@ -50,6 +50,11 @@ struct node_stats {
   std::uint32_t max_staleness_used = 0;  // sync: largest (round - neighbour round) mixed in
   std::uint64_t resent = 0;              // retransmissions (sync, exact, pairwise accepts)
   std::uint64_t held_abandoned = 0;      // push_sum hold mode: held running sums given up
+  // exact
+  std::uint64_t epochs_abandoned = 0;  // epochs ended early (a member gone, views differing)
+  std::uint64_t aborts_sent = 0;       // values answered with "not applied, never will be"
+  std::uint64_t gives_returned = 0;    // mass handed over, refused, and taken back
+  std::uint64_t late_values = 0;       // exchange values applied after their epoch ended
 };
 
 class averaging_node {
@@ -79,8 +84,9 @@ class averaging_node {
                                         double weight_delta, time_us now_us) = 0;
 
   // Adds `peer` to the neighbours, with its link down until on_link_up: for a runtime whose
-  // membership changes while it runs. Only push_sum supports it (the other algorithms mix over
-  // a fixed neighbourhood or schedule); they return errc::not_supported. A peer already known
+  // membership changes while it runs. push_sum and exact support it (exact: a known peer may
+  // then be named in set_members; its link is up); the others mix over a fixed neighbourhood
+  // and return errc::not_supported. A peer already known
   // (or self) is errc::not_a_peer; beyond max_peers, errc::out_of_range. Peers are never
   // removed: a departed one stays down, and its running sums stay on record in case its last
   // messages still arrive.
@@ -88,8 +94,18 @@ class averaging_node {
 
   // Forgets all link state with `peer` (running sums, sequence numbers), as when the peer
   // restarted and lost its own: its next messages start a new link. Mass the old link had in
-  // flight is lost. push_sum only (errc::not_supported elsewhere); unknown peer: not_a_peer.
+  // flight is lost. push_sum (exact: nothing to forget; pairwise and sync:
+  // errc::not_supported); unknown peer: not_a_peer.
   virtual error_code reset_peer(peer_id peer) = 0;
+
+  // exact only (errc::not_supported elsewhere): the members of the epochs this node begins from
+  // now on, self included, in schedule order (which every member must use alike), and `view`, a
+  // fingerprint of that list that every member computes alike; a value sent under another view
+  // is refused with an abort. An epoch running whose member is missing from the new list ends
+  // early, at once. Every member must be self or known (add_peer): else errc::not_a_peer.
+  // Starts the next epoch no earlier than epoch_interval_us after the change.
+  virtual error_code set_members(std::span<const peer_id> members, std::uint64_t view,
+                                 time_us now_us, action_sink& out) = 0;
 
   virtual const model& state() const noexcept = 0;
   virtual const node_stats& stats() const noexcept = 0;

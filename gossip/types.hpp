@@ -86,6 +86,9 @@ struct config {
   round_t sync_rounds = 0;         // sync: stop after this many rounds; 0 = forever
   std::uint32_t exact_epochs = 1;  // exact: epochs to run (each reaches the mean); 0 = forever
   time_us epoch_interval_us = 0;   // exact: earliest start of epoch e+1 after start of epoch e
+  // exact: give the current step up after this many unanswered re-sends (0: never); the epoch
+  // then ends early. For drivers whose transport loses nothing while a peer is up (TCP).
+  std::uint32_t stall_resends_max = 0;
   std::uint64_t seed = 0;          // the node's private random stream
 };
 

@@ -27,6 +27,10 @@ class node_base : public averaging_node {
                                 time_us now_us) override;
   error_code add_peer(peer_id) override { return errc::not_supported; }
   error_code reset_peer(peer_id) override { return errc::not_supported; }
+  error_code set_members(std::span<const peer_id>, std::uint64_t, time_us,
+                         action_sink&) override {
+    return errc::not_supported;
+  }
   const model& state() const noexcept override { return model_; }
   const node_stats& stats() const noexcept override { return stats_; }
   const config& settings() const noexcept override { return cfg_; }

@@ -103,6 +103,17 @@ class driver {
            down_.end();
   }
 
+  // Node i's membership for its next exact epochs (averaging_node::set_members).
+  error_code set_members(std::size_t i, std::span<const peer_id> members, std::uint64_t view) {
+    return nodes_[i]->set_members(members, view, now_us_, *sinks_[i]);
+  }
+  // Cuts every link of node i, as if it crashed (it keeps its state; nothing reaches it).
+  void isolate(std::size_t i) {
+    for (std::size_t j = 0; j < nodes_.size(); ++j) {
+      if (j != i && !is_down(i, j)) link_down(i, j);
+    }
+  }
+
   averaging_node& node(std::size_t i) { return *nodes_[i]; }
   std::size_t size() const { return nodes_.size(); }
   network& net() { return net_; }

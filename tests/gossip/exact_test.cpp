@@ -224,6 +224,7 @@ TEST_CASE("exact mode refuses a value from a member that is not its partner at t
   auto node = make_node(cfg, model::create(*backend, one_tensor(1)).value(), *backend, *stream);
   recording_sink out;
   node->start(0, out);
+  node->on_tick(0, out);  // epoch 0 begins
   auto p =
       std::make_shared<const tensor_set>(tensor_set::allocate(*backend, one_tensor(1)).value());
   // Step 1 partner of member 0 is member 1; member 2 comes in at step 2, member 4 at step 3.
@@ -235,6 +236,195 @@ TEST_CASE("exact mode refuses a value from a member that is not its partner at t
   CHECK(!node->on_message({2}, ok, 0, out));
   CHECK(node->on_message({99}, ok, 0, out) == errc::not_a_peer);
   CHECK(node->on_message({0}, ok, 0, out) == errc::not_a_peer);
+}
+
+// --- Epochs over a membership the driver sets (the runtime's way) ---
+
+// n exact nodes that know only themselves until the driver adds the others; values as
+// run_exact's. Each node's membership is then set by the test.
+std::unique_ptr<driver> driven_exact(gpu::backend& b, std::size_t n, std::uint64_t seed) {
+  auto d = std::make_unique<driver>(b, network{}, seed);
+  rng values(seed + 17);
+  for (std::size_t i = 0; i < n; ++i) {
+    config cfg;
+    cfg.algo = algorithm::exact;
+    cfg.self = {static_cast<std::uint32_t>(i)};
+    cfg.peers = {cfg.self};
+    cfg.exact_epochs = 0;
+    cfg.epoch_interval_us = 20'000;
+    cfg.tick_interval_us = 1000;
+    cfg.timeout_us = 4000;
+    auto& node = d->add(cfg, one_tensor(37), [&](model& m) {
+      for (std::size_t k = 0; k < 37; ++k)
+        set_element(m.x, 0, k, static_cast<float>(values.unit() * 2.0 - 1.0));
+    });
+    for (std::size_t j = 0; j < n; ++j) {
+      if (j != i) REQUIRE(!node.add_peer({static_cast<std::uint32_t>(j)}));
+    }
+  }
+  return d;
+}
+
+// Sets the same membership and view on the nodes in `who`.
+void set_all(driver& d, const std::vector<std::size_t>& who, const std::vector<peer_id>& members,
+             std::uint64_t view) {
+  for (const auto i : who)
+    REQUIRE(!d.set_members(i, members, view));
+}
+
+std::vector<std::size_t> indices(std::size_t n) {
+  std::vector<std::size_t> out(n);
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = i;
+  return out;
+}
+
+// Sum of x and w over the nodes in `who`.
+mass mass_of(driver& d, const std::vector<std::size_t>& who) {
+  mass m;
+  m.x.assign(d.node(who[0]).state().x[0].numel, 0.0);
+  for (const auto i : who) {
+    const auto& s = d.node(i).state();
+    for (std::size_t k = 0; k < m.x.size(); ++k)
+      m.x[k] += static_cast<double>(element(s.x, 0, k));
+    m.w += s.w;
+  }
+  return m;
+}
+
+bool all_finished(driver& d, const std::vector<std::size_t>& who, round_t epochs) {
+  return std::all_of(who.begin(), who.end(),
+                     [&](std::size_t i) { return d.node(i).stats().round >= epochs; });
+}
+
+// Every node of `who` holds bit-identical estimates, within `tolerance` of `exact`.
+void check_agree(driver& d, const std::vector<std::size_t>& who, const std::vector<double>& exact,
+                 double tolerance) {
+  const auto first = estimates(d, who[0], 0);
+  for (const auto i : who) {
+    CAPTURE(i);
+    const auto e = estimates(d, i, 0);
+    CHECK(std::memcmp(e.data(), first.data(), e.size() * sizeof(float)) == 0);
+  }
+  double worst = 0.0;
+  for (std::size_t k = 0; k < first.size(); ++k)
+    worst = std::max(worst, std::abs(static_cast<double>(first[k]) - exact[k]));
+  CHECK(worst <= tolerance);
+}
+
+TEST_CASE("exact mode over a membership set by the driver, in the driver's order") {
+  auto backend = gpu::make_cpu_backend();
+  for (std::size_t n : {2u, 6u, 8u}) {
+    CAPTURE(n);
+    auto d = driven_exact(*backend, n, n);
+    const auto all = indices(n);
+    std::vector<peer_id> order;  // not sorted by id: the order is the driver's to choose
+    for (std::size_t i = n; i-- > 0;)
+      order.push_back({static_cast<std::uint32_t>(i)});
+    set_all(*d, all, order, 7);
+    const auto exact = ratio(mass_of(*d, all));
+    d->start();
+    d->run(1'000'000, [&] { return all_finished(*d, all, 1); });
+    REQUIRE(all_finished(*d, all, 1));
+    check_agree(*d, all, exact, 4 * 0x1p-24);
+    CHECK(mass_of(*d, all).w == static_cast<double>(n));
+  }
+}
+
+TEST_CASE("exact mode: a member down before the epoch ends it early, losing no mass") {
+  auto backend = gpu::make_cpu_backend();
+  auto d = driven_exact(*backend, 8, 5);
+  set_all(*d, indices(8), all_members(8), 1);
+  const std::vector<std::size_t> survivors{0, 1, 2, 3, 4, 5, 6};
+  const auto before = mass_of(*d, survivors);
+  d->isolate(7);  // crashed: the schedule stalls on it
+  d->start();
+  d->run(100'000);
+  for (const auto i : survivors)
+    CHECK(d->node(i).stats().round == 0);
+  // The failure detector drops it: every survivor ends the epoch (or is told to by an abort).
+  set_all(*d, survivors, all_members(7), 2);
+  d->run(d->now() + 1000);
+  const auto after_abandon = mass_of(*d, survivors);
+  CHECK(after_abandon.w == before.w);
+  for (std::size_t k = 0; k < before.x.size(); ++k)
+    CHECK(after_abandon.x[k] == doctest::Approx(before.x[k]).epsilon(1e-6));
+  for (const auto i : survivors)
+    CHECK(d->node(i).stats().epochs_abandoned == 1);
+  d->run(d->now() + 1'000'000, [&] { return all_finished(*d, survivors, 1); });
+  REQUIRE(all_finished(*d, survivors, 1));
+  check_agree(*d, survivors, ratio(before), 8 * 0x1p-24);
+  CHECK(mass_of(*d, survivors).w == before.w);
+}
+
+TEST_CASE("exact mode: a member that crashes mid-epoch; the survivors agree in the next epoch") {
+  auto backend = gpu::make_cpu_backend();
+  for (std::uint32_t crash_after : {1u, 2u, 3u}) {
+    CAPTURE(crash_after);
+    auto d = driven_exact(*backend, 8, 11 + crash_after);
+    set_all(*d, indices(8), all_members(8), 1);
+    const std::vector<std::size_t> survivors{0, 1, 2, 4, 5, 6, 7};  // member 3 crashes
+    d->start();
+    d->run(1'000'000, [&] { return d->node(3).stats().step > crash_after; });
+    d->isolate(3);
+    set_all(*d, survivors, {{0}, {1}, {2}, {4}, {5}, {6}, {7}}, 2);
+    // Once every survivor has left epoch 0, their mass is what the next epoch must average.
+    d->run(d->now() + 1'000'000, [&] {
+      return std::all_of(survivors.begin(), survivors.end(), [&](std::size_t i) {
+        const auto& st = d->node(i).stats();
+        return st.round + st.epochs_abandoned >= 1 && st.step == 0;
+      });
+    });
+    const auto left = mass_of(*d, survivors);
+    std::uint64_t abandoned = 0;
+    for (const auto i : survivors)
+      abandoned += d->node(i).stats().epochs_abandoned;
+    CHECK(abandoned >= 2);  // at least the crashed member's partner and the one stalled on it
+    d->run(d->now() + 1'000'000, [&] {
+      return std::all_of(survivors.begin(), survivors.end(), [&](std::size_t i) {
+        const auto& st = d->node(i).stats();
+        return st.round + st.epochs_abandoned >= 2;
+      });
+    });
+    check_agree(*d, survivors, ratio(left), 8 * 0x1p-24);
+    CHECK(mass_of(*d, survivors).w == left.w);
+  }
+}
+
+TEST_CASE("exact mode: views that differ abort the epoch; a handed-over share comes back") {
+  auto backend = gpu::make_cpu_backend();
+  auto d = driven_exact(*backend, 5, 3);  // member 4 hands its mass to member 0 at step 0
+  const auto all = indices(5);
+  set_all(*d, {1, 2, 3, 4}, all_members(5), 1);
+  REQUIRE(!d->set_members(0, all_members(5), 99));  // member 0 sees another membership
+  const auto before = mass_of(*d, all);
+  d->start();
+  d->run(35'000);  // epoch 0 (begun after the 20 ms settling time) fails everywhere
+  CHECK(d->node(4).stats().gives_returned == 1);
+  CHECK(d->node(0).stats().aborts_sent >= 1);
+  for (const auto i : all) {
+    CAPTURE(i);
+    CHECK(d->node(i).stats().round == 0);
+    CHECK(d->node(i).stats().epochs_abandoned == 1);
+  }
+  const auto after = mass_of(*d, all);
+  CHECK(after.w == before.w);
+  for (std::size_t k = 0; k < before.x.size(); ++k)
+    CHECK(after.x[k] == doctest::Approx(before.x[k]).epsilon(1e-6));
+  REQUIRE(!d->set_members(0, all_members(5), 1));  // views agree again
+  d->run(1'000'000, [&] { return all_finished(*d, all, 1); });
+  REQUIRE(all_finished(*d, all, 1));
+  check_agree(*d, all, ratio(before), 6 * 0x1p-24);
+}
+
+TEST_CASE("exact mode: set_members checks its list") {
+  auto backend = gpu::make_cpu_backend();
+  auto d = driven_exact(*backend, 3, 1);
+  using list = std::vector<peer_id>;
+  CHECK(d->set_members(0, list{{1}, {2}}, 1) == errc::not_a_peer);         // self missing
+  CHECK(d->set_members(0, list{{0}, {1}, {9}}, 1) == errc::not_a_peer);    // unknown peer
+  CHECK(d->set_members(0, list{{0}, {1}, {1}}, 1) == errc::out_of_range);  // duplicate
+  CHECK(!d->set_members(0, list{{2}, {0}, {1}}, 1));
 }
 
 }  // namespace
