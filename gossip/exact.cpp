@@ -28,8 +28,8 @@ struct schedule {
     p = std::bit_floor(n);
     k = static_cast<std::uint32_t>(std::countr_zero(p));
     m = n - p;
-    idx = static_cast<std::size_t>(std::find(members.begin(), members.end(), self) -
-                                   members.begin());
+    idx =
+        static_cast<std::size_t>(std::find(members.begin(), members.end(), self) - members.begin());
     MWS_ASSERT(idx < n && k + 1 <= max_exact_step);
   }
 
@@ -134,8 +134,8 @@ class exact_node final : public node_base {
     return peer_index(peer) ? error_code{} : error_code{errc::not_a_peer};
   }
 
-  error_code set_members(std::span<const peer_id> members, std::uint64_t view,
-                         time_us now_us, action_sink& out) override {
+  error_code set_members(std::span<const peer_id> members, std::uint64_t view, time_us now_us,
+                         action_sink& out) override {
     if (members.size() > max_peers) return errc::out_of_range;
     std::vector<peer_id> sorted(members.begin(), members.end());
     std::sort(sorted.begin(), sorted.end());
@@ -365,9 +365,8 @@ class exact_node final : public node_base {
     advance(now_us, out);
     // Values of epochs we skip, or that this epoch's plan has no use for, are answered now.
     std::erase_if(inbox_, [&](const value& v) {
-      const bool useless =
-          v.epoch < e || (v.epoch == e && (!cur_.takes_from(v.step, v.peer) ||
-                                           v.view != cur_.view || v.step < step_));
+      const bool useless = v.epoch < e || (v.epoch == e && (!cur_.takes_from(v.step, v.peer) ||
+                                                            v.view != cur_.view || v.step < step_));
       const bool served = find(v.epoch, v.step, v.peer) ||
                           (v.request && v.epoch == e && cur_.gives_to(v.step, v.peer));
       if (useless && !served) send_abort(out, v.epoch, v.step, v.peer);
@@ -433,8 +432,7 @@ class exact_node final : public node_base {
   void apply_exchange(entry& mine, const tensor_set& theirs, double their_w) {
     const tensor_set& lo = mine.low ? *mine.x : theirs;
     const tensor_set& hi = mine.low ? theirs : *mine.x;
-    const set_term terms[] = {
-        {&model_.x, 1.0f}, {mine.x.get(), -1.0f}, {&lo, 0.5f}, {&hi, 0.5f}};
+    const set_term terms[] = {{&model_.x, 1.0f}, {mine.x.get(), -1.0f}, {&lo, 0.5f}, {&hi, 0.5f}};
     check(mix(model_.x, terms));
     const double w_lo = mine.low ? mine.w : their_w;
     const double w_hi = mine.low ? their_w : mine.w;
@@ -455,8 +453,7 @@ class exact_node final : public node_base {
     check(mix(model_.x, keep_rest));
     model_.w -= w_share;
     ledger_.push_back({cur_.epoch, step_, partner, part::give,
-                       std::make_shared<const tensor_set>(std::move(*share)), w_share,
-                       cur_.view});
+                       std::make_shared<const tensor_set>(std::move(*share)), w_share, cur_.view});
     send_entry(out, ledger_.back(), false);
   }
 
@@ -499,8 +496,7 @@ class exact_node final : public node_base {
     }
     auto snap = snapshot(model_.x);
     MWS_ASSERT(snap.has_value());
-    send_entry(out,
-               entry{cur_.epoch, step_, partner, role, std::move(*snap), model_.w, cur_.view},
+    send_entry(out, entry{cur_.epoch, step_, partner, role, std::move(*snap), model_.w, cur_.view},
                true);
   }
 

@@ -89,7 +89,7 @@ struct config {
   // exact: give the current step up after this many unanswered re-sends (0: never); the epoch
   // then ends early. For drivers whose transport loses nothing while a peer is up (TCP).
   std::uint32_t stall_resends_max = 0;
-  std::uint64_t seed = 0;          // the node's private random stream
+  std::uint64_t seed = 0;  // the node's private random stream
 };
 
 }  // namespace mws::gossip

@@ -27,8 +27,7 @@ class node_base : public averaging_node {
                                 time_us now_us) override;
   error_code add_peer(peer_id) override { return errc::not_supported; }
   error_code reset_peer(peer_id) override { return errc::not_supported; }
-  error_code set_members(std::span<const peer_id>, std::uint64_t, time_us,
-                         action_sink&) override {
+  error_code set_members(std::span<const peer_id>, std::uint64_t, time_us, action_sink&) override {
     return errc::not_supported;
   }
   const model& state() const noexcept override { return model_; }
