@@ -60,8 +60,8 @@ std::vector<std::uint8_t> encode_hello(const hello& h) {
     tensors.push_back(fb::CreateTensor(b, b.CreateString(t.name), static_cast<std::uint8_t>(t.type),
                                        b.CreateVector(t.shape)));
   }
-  const auto root =
-      fb::CreateHello(b, hello_version, b.CreateString(h.address), h.boot, b.CreateVector(tensors));
+  const auto root = fb::CreateHello(b, hello_version, b.CreateString(h.address), h.boot,
+                                    b.CreateVector(tensors), b.CreateString(h.algorithm));
   fb::FinishHelloBuffer(b, root);
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
@@ -94,6 +94,12 @@ std::optional<hello> decode_hello(std::span<const std::uint8_t> bytes, std::stri
     return std::nullopt;
   }
   h.address.assign(w->address()->c_str(), w->address()->size());
+  if (w->algorithm() == nullptr || w->algorithm()->size() == 0 ||
+      w->algorithm()->size() > hello_algorithm_bytes_max) {
+    why = "hello without a valid algorithm";
+    return std::nullopt;
+  }
+  h.algorithm.assign(w->algorithm()->c_str(), w->algorithm()->size());
   const auto* tensors = w->tensors();
   if (tensors == nullptr || tensors->size() == 0 || tensors->size() > hello_tensors_max) {
     why = "hello with no tensors or more than " + std::to_string(hello_tensors_max);

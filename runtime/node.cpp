@@ -29,6 +29,16 @@ node_result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& address) 
   return asio::ip::tcp::endpoint(ip, static_cast<unsigned short>(port));
 }
 
+std::string to_string(averaging a) {
+  return a == averaging::exact ? "exact" : "push-sum";
+}
+
+std::optional<averaging> parse_averaging(std::string_view name) {
+  if (name == "push-sum") return averaging::push_sum;
+  if (name == "exact") return averaging::exact;
+  return std::nullopt;
+}
+
 namespace {
 
 // Opens the checkpoint store and, when it holds a checkpoint of this model, starts from it.
@@ -100,9 +110,18 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
     if (!resumed) return resumed.error();
   }
   const auto seed = n.opts.seed != 0 ? n.opts.seed : random_u64();
+  if (n.opts.epoch_interval_us <= 0) return node_error{"the epoch interval must be positive"};
   gossip::config cfg;
   cfg.algo = gossip::algorithm::push_sum;
   cfg.tick_interval_us = n.opts.tick_interval_us;
+  if (n.exact()) {
+    // Members come from the membership, epoch by epoch (impl::update_members); self is 0.
+    cfg.algo = gossip::algorithm::exact;
+    cfg.peers = {gossip::peer_id{0}};
+    cfg.exact_epochs = 0;
+    cfg.epoch_interval_us = n.opts.epoch_interval_us;
+    cfg.stall_resends_max = 5;
+  }
   // Hold unacked running sums: receivers then keep no tensor per in-link (docs/MODES.md). TCP
   // loses nothing while a connection lives, so re-sends are rare and the timeout generous.
   cfg.hold_unacked = true;
@@ -158,7 +177,7 @@ node_result<void> node::start() {
   }
   detail::peers_config pc;
   pc.connection = lc.connection;
-  pc.own = {advertise, n.boot, n.spec};
+  pc.own = {advertise, n.boot, n.spec, to_string(n.opts.algorithm)};
   // The largest averaging message: every tensor plus padding and a header.
   pc.message_bytes_max = detail::channel_prefix_bytes + n.spec.total_bytes() +
                          8 * n.spec.tensors.size() + (std::size_t{1} << 20) + (64u << 20);
@@ -237,16 +256,24 @@ node_result<void> node::apply_local_update(const model_file& delta, double weigh
   return {};
 }
 
-model_file node::estimate() const {
+namespace {
+const node_error no_share{
+    "this node holds no share of the mesh's mass now (exact mode: it handed it to a member "
+    "that failed); the next epoch gives it one"};
+}  // namespace
+
+node_result<model_file> node::estimate() const {
   const auto& n = *impl_;
+  if (!(n.averaging->state().w > 0.0)) return no_share;
   model_file out(n.spec);
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
     write_estimate(n.averaging->state(), t, out.tensor_bytes(t));
   return out;
 }
 
-std::string node::estimate_safetensors() const {
+node_result<std::string> node::estimate_safetensors() const {
   const auto& n = *impl_;
+  if (!(n.averaging->state().w > 0.0)) return no_share;
   std::string out = safetensors_prefix(n.spec);
   std::size_t at = out.size();
   out.resize(at + n.spec.total_bytes());
@@ -256,7 +283,7 @@ std::string node::estimate_safetensors() const {
     write_estimate(n.averaging->state(), t, data.subspan(at, bytes));
     at += bytes;
   }
-  return out;
+  return node_result<std::string>(boost::system::in_place_value, std::move(out));
 }
 
 node_status node::status() const {
@@ -267,6 +294,8 @@ node_status node::status() const {
   s.members_alive = n.members ? n.members->alive_count() : 1;
   s.peers_connected = n.links ? n.links->connected_peers() : 0;
   s.weight = n.averaging->state().w;
+  s.epochs_completed = n.exact() ? n.averaging->stats().round : 0;
+  s.epochs_abandoned = n.averaging->stats().epochs_abandoned;
   if (n.links) {
     const auto& ps = n.links->stats();
     s.messages_sent = ps.messages_sent;

@@ -12,13 +12,15 @@
 //   auto avg = n->estimate();           // the current estimate of the mesh's mean
 //
 // What it does: membership (SWIM + Lifeguard, gossip/membership.hpp) over authenticated,
-// encrypted connections (transport/), and push-sum averaging with running sums per link
-// (gossip/node.hpp) with every live member, mixing on the CPU backend. Every connection starts
-// with a hello that carries the model manifest: a peer averaging another model is refused and
-// logged. Guarantees (docs/MODES.md): with no crash, every node's estimate converges to the
-// exact weighted mean of the initial models plus all local updates, under loss, duplication and
-// reordering of messages; a node that crashes takes its mass (and what was in flight to it)
-// with it, and the others converge to the mean of what remains.
+// encrypted connections (transport/), and averaging (gossip/node.hpp) with every live member,
+// mixing on the CPU backend: push-sum with running sums per link (the default), or exact mode,
+// epochs of a hypercube schedule over the live membership. Every connection starts with a hello
+// that carries the model manifest and the algorithm: a peer averaging another model, or with
+// another algorithm, is refused and logged. Guarantees (docs/MODES.md): with no crash, every
+// node's estimate converges to the exact weighted mean of the initial models plus all local
+// updates (exact mode: every node holds that mean, bit for bit, after each epoch that
+// completes); a node that crashes takes its mass with it, and the others converge to the mean
+// of what remains.
 //
 // Threading: one event loop. Every member function must be called on the executor's thread
 // (post to it from elsewhere); handlers and events run there too. The node owns no thread.
@@ -44,6 +46,14 @@
 
 namespace mws::runtime {
 
+enum class averaging : std::uint8_t {
+  push_sum,  // asynchronous; converges geometrically; tolerates any membership churn
+  exact,     // epochs over the membership; each that completes ends on the exact mean
+};
+
+std::string to_string(averaging a);  // "push-sum", "exact"
+std::optional<averaging> parse_averaging(std::string_view name);
+
 struct node_options {
   std::filesystem::path key_file;  // the node's identity; created (mode 0600) when missing
   std::optional<std::array<std::uint8_t, 32>> mesh_psk;  // every node of the mesh holds it
@@ -54,7 +64,9 @@ struct node_options {
   std::string http_listen;         // host:port of /metrics /livez /readyz /status; "" = off
   std::filesystem::path data_dir;  // checkpoints; "" = none
 
+  averaging algorithm = averaging::push_sum;   // every member of a mesh must use the same
   std::int64_t tick_interval_us = 20'000;      // averaging: one share to one live member per tick
+  std::int64_t epoch_interval_us = 1'000'000;  // exact: from the start of one epoch to the next
   std::int64_t probe_interval_us = 1'000'000;  // membership: one probe per interval
   std::int64_t checkpoint_interval_us = 30'000'000;
   std::uint64_t seed = 0;  // randomness of the protocols; 0 = from the OS
@@ -83,7 +95,8 @@ struct node_status {
   std::string address;            // advertised
   std::size_t members_alive = 0;  // self included
   std::size_t peers_connected = 0;
-  double weight = 0.0;  // w of push-sum: the estimate is x / w
+  double weight = 0.0;                                       // w: the estimate is x / w
+  std::uint64_t epochs_completed = 0, epochs_abandoned = 0;  // exact mode
   std::uint64_t messages_sent = 0, messages_received = 0;
   std::uint64_t bytes_sent = 0, bytes_received = 0;
   std::uint64_t messages_refused = 0, local_updates = 0;
@@ -110,10 +123,12 @@ class node {
   // x += delta (same manifest as the model), w += weight_delta. Allowed at any time.
   node_result<void> apply_local_update(const model_file& delta, double weight_delta = 0.0);
 
-  // The current estimate x / w, in the manifest's dtypes.
-  model_file estimate() const;
+  // The current estimate x / w, in the manifest's dtypes. Fails only while w is 0: in exact mode,
+  // a member that handed its share to a partner which then failed holds none until the next
+  // epoch.
+  node_result<model_file> estimate() const;
   // The same as a safetensors file in memory, with no intermediate copy (for /export).
-  std::string estimate_safetensors() const;
+  node_result<std::string> estimate_safetensors() const;
   node_status status() const;
   const manifest& spec() const noexcept;
 

@@ -14,6 +14,8 @@ std::string status_json(const node_status& s) {
   o["members_alive"] = s.members_alive;
   o["peers_connected"] = s.peers_connected;
   o["weight"] = s.weight;
+  o["epochs_completed"] = s.epochs_completed;
+  o["epochs_abandoned"] = s.epochs_abandoned;
   o["messages_sent"] = s.messages_sent;
   o["messages_received"] = s.messages_received;
   o["bytes_sent"] = s.bytes_sent;
@@ -33,7 +35,9 @@ void register_endpoints(node::impl& n, const node& self) {
     return http_response{ready ? 200u : 503u, "text/plain", ready ? "ready\n" : "joining\n"};
   });
   n.http->route("/export", [&self] {
-    return http_response{200, "application/octet-stream", self.estimate_safetensors()};
+    auto body = self.estimate_safetensors();
+    if (!body) return http_response{503, "text/plain", body.error().message + "\n"};
+    return http_response{200, "application/octet-stream", std::move(*body)};
   });
   n.http->route("/status", [&self] {
     return http_response{200, "application/json", status_json(self.status())};
@@ -54,6 +58,8 @@ void register_endpoints(node::impl& n, const node& self) {
     counter("mws_messages_dropped_total", static_cast<double>(n.links->stats().dropped));
     counter("mws_local_updates_total", static_cast<double>(s.local_updates));
     counter("mws_averaging_shares_total", static_cast<double>(n.averaging->stats().sent));
+    counter("mws_epochs_completed_total", static_cast<double>(s.epochs_completed));
+    counter("mws_epochs_abandoned_total", static_cast<double>(s.epochs_abandoned));
     return http_response{200, "text/plain; version=0.0.4", r.render()};
   });
 }
@@ -75,6 +81,11 @@ void declare_metrics(metrics_registry& m) {
   m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");
   m.declare("mws_local_updates_total", k::counter, "Local updates applied.");
   m.declare("mws_averaging_shares_total", k::counter, "Averaging messages emitted.");
+  m.declare("mws_epochs_completed_total", k::counter,
+            "Exact mode: epochs completed (each ends on the exact mean).");
+  m.declare(
+      "mws_epochs_abandoned_total", k::counter,
+      "Exact mode: epochs ended early (a member failed, or views of the membership differed).");
   m.declare("mws_checkpoints_total", k::counter, "Checkpoints written.");
   m.declare("mws_checkpoints_failed_total", k::counter, "Checkpoints that could not be written.");
 }

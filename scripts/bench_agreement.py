@@ -3,10 +3,11 @@
 
 For each N, the same N random f32 models (--params parameters each, written once) are
 averaged twice in the same run:
-  * mws: N mws-node processes (push-sum, encrypted) join through one seed; the clock runs from
-    the launch of the first process until every node's estimate (GET /export) is within
-    --tolerance relative error (max |error| / max |mean|) of the exact mean (numpy, f64).
-    Polling costs the nodes CPU and counts against mws.
+  * mws: N mws-node processes (encrypted) join through one seed, once with push-sum and once
+    in exact mode (--algorithms); the clock runs from the launch of the first process until
+    every node's estimate (GET /export) is within --tolerance relative error
+    (max |error| / max |mean|) of the exact mean (numpy, f64). Polling costs the nodes CPU and
+    counts against mws.
   * gloo: N python3 processes load the same files, init_process_group("gloo") and all_reduce
     (SUM, then / N); the clock runs from the launch until the last one holds its result, which
     each checks against the same tolerance. Not encrypted.
@@ -51,9 +52,9 @@ def peak_rss_bytes(pid):
     return 0
 
 
-def run_mws(binary, directory, models, exact, tolerance, deadline):
+def run_mws(binary, directory, models, exact, tolerance, deadline, extra):
     start = time.monotonic()
-    nodes = mwsmesh.start_mesh(binary, directory, models)
+    nodes = mwsmesh.start_mesh(binary, directory, models, extra)
     try:
         seconds, worst = mwsmesh.wait_agreement(nodes, exact, tolerance, deadline, period_s=0.2)
         elapsed = time.monotonic() - start if seconds is not None else None
@@ -94,6 +95,9 @@ def main():
     p.add_argument("--params", type=int, default=10_000_000)
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--deadline", type=float, default=300.0)
+    p.add_argument("--algorithms", nargs="+", default=["push-sum", "exact"],
+                   choices=["push-sum", "exact"])
+    p.add_argument("--epoch-s", type=float, default=1.0, help="exact mode: --epoch-s of the nodes")
     p.add_argument("--json")
     args = p.parse_args()
     model_bytes = 4 * args.params
@@ -103,19 +107,22 @@ def main():
         try:
             models, exact = mwsmesh.random_models(directory, n, {"w": (args.params,)}, seed=n)
             gloo_s, gloo_err = run_gloo(directory, models, exact, args.tolerance)
-            mws_s, mws_err, rss = run_mws(args.binary, directory, models, exact, args.tolerance,
-                                          args.deadline)
+            for algorithm in args.algorithms:
+                extra = ("--algorithm", algorithm, "--epoch-s", str(args.epoch_s))
+                mws_s, mws_err, rss = run_mws(args.binary, directory, models, exact,
+                                              args.tolerance, args.deadline, extra)
+                row = {"nodes": n, "params": args.params, "algorithm": algorithm,
+                       "gloo_s": gloo_s, "mws_s": mws_s, "mws_error": mws_err,
+                       "ratio": (mws_s / gloo_s) if mws_s else None,
+                       "peak_rss_over_model": max(rss) / model_bytes}
+                rows.append(row)
+                ratio = f"{row['ratio']:.1f}x" if mws_s else "did not agree"
+                mws_text = f"{mws_s:7.2f}" if mws_s else "   n/a"
+                print(f"{n} nodes, {args.params} f32 params: gloo all_reduce {gloo_s:6.2f} s | "
+                      f"mws {algorithm:8} {mws_text} s ({ratio} gloo) | "
+                      f"peak RSS {row['peak_rss_over_model']:.2f}x model", flush=True)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-        row = {"nodes": n, "params": args.params, "gloo_s": gloo_s, "mws_push_sum_s": mws_s,
-               "mws_error": mws_err, "ratio": (mws_s / gloo_s) if mws_s else None,
-               "peak_rss_over_model": max(rss) / model_bytes}
-        rows.append(row)
-        ratio = f"{row['ratio']:.1f}x" if mws_s else "did not agree"
-        mws_text = f"{mws_s:7.2f}" if mws_s else "   n/a"
-        print(f"{n} nodes, {args.params} f32 params: gloo all_reduce {gloo_s:6.2f} s | "
-              f"mws push-sum {mws_text} s ({ratio} gloo) | "
-              f"peak RSS {row['peak_rss_over_model']:.2f}x model", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": platform.processor() or platform.machine(),

@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -94,7 +95,14 @@ class Node:
         return json.loads(self.get("/status"))
 
     def estimate(self):
-        return read_safetensors(self.get("/export", timeout=60))
+        """The node's estimate, or None while it holds no share of the mass (HTTP 503: exact
+        mode, between handing its share to a member that failed and the next epoch)."""
+        try:
+            return read_safetensors(self.get("/export", timeout=60))
+        except urllib.error.HTTPError as e:
+            if e.code == 503:
+                return None
+            raise
 
     def wait_http(self, deadline_s=30.0):
         end = time.monotonic() + deadline_s
@@ -171,7 +179,10 @@ def wait_agreement(nodes, target, tolerance, deadline_s, progress=None, period_s
     while time.monotonic() - start < deadline_s:
         estimates = [n.estimate() for n in nodes]
         reference = target if target is not None else estimates[0]
-        worst = max(relative_error(e, reference) for e in estimates)
+        if reference is None or any(e is None for e in estimates):
+            worst = float("inf")
+        else:
+            worst = max(relative_error(e, reference) for e in estimates)
         elapsed = time.monotonic() - start
         if progress:
             progress(elapsed, worst)

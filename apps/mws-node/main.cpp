@@ -48,6 +48,7 @@ struct run_options {
   double tick_ms = 20;
   double probe_ms = 1000;
   double checkpoint_s = 30;
+  double epoch_s = 1;
   std::string log_level = "info";
   std::string algorithm = "push-sum";
 };
@@ -90,8 +91,14 @@ void add_run_options(CLI::App& run, run_options& o) {
   run.add_option("--export-on-exit", o.export_on_exit,
                  "Write the final estimate here (safetensors) when the node stops")
       ->envname("MWS_EXPORT_ON_EXIT");
-  run.add_option("--algorithm", o.algorithm, "Averaging algorithm (push-sum)")
+  run.add_option("--algorithm", o.algorithm,
+                 "push-sum (asynchronous, converges geometrically) or exact (epochs that each "
+                 "end with every node on the exact mean, bit for bit); the same on every node")
       ->envname("MWS_ALGORITHM")
+      ->capture_default_str();
+  run.add_option("--epoch-s", o.epoch_s, "exact: begin an epoch this often")
+      ->envname("MWS_EPOCH_S")
+      ->check(CLI::Range(0.01, 1e6))
       ->capture_default_str();
   run.add_option("--tick-ms", o.tick_ms, "Averaging: one share to one live member this often")
       ->envname("MWS_TICK_MS")
@@ -127,9 +134,13 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
               : o.log_level == "warn"  ? runtime::log_level::warn
               : o.log_level == "error" ? runtime::log_level::error
                                        : runtime::log_level::info;
-  if (o.algorithm != "push-sum") {
+  n.epoch_interval_us = static_cast<std::int64_t>(o.epoch_s * 1e6);
+  if (auto a = runtime::parse_averaging(o.algorithm)) {
+    n.algorithm = *a;
+  } else {
     return runtime::node_error{"--algorithm " + o.algorithm +
-                               ": mws-node runs push-sum; the other algorithms run in mws-sim"};
+                               ": mws-node runs push-sum or exact; pairwise and sync run in "
+                               "mws-sim"};
   }
   if (!o.psk_file.empty()) {
     auto key = node_app::load_psk_file(o.psk_file);
@@ -196,7 +207,9 @@ int run_node(const run_options& o) {
   }
   if (!refusal.empty()) return fail(refusal);
   if (!o.export_on_exit.empty()) {
-    if (auto saved = runtime::save_safetensors(o.export_on_exit, node.estimate()); !saved) {
+    auto estimate = node.estimate();
+    if (!estimate) return fail("--export-on-exit: " + estimate.error().message, 1);
+    if (auto saved = runtime::save_safetensors(o.export_on_exit, *estimate); !saved) {
       return fail(saved.error().message, 1);
     }
   }

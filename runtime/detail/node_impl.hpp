@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -101,6 +102,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   std::vector<public_key> keys{public_key{}};
   std::map<public_key, std::string> addresses;  // from hellos and membership
   std::map<public_key, std::uint64_t> boots;    // from hellos: a change means a restart
+  std::set<public_key> live;                    // members alive (or suspected), self excluded
   std::optional<checkpoint_store> checkpoints;
   gossip::time_us next_checkpoint_us = 0;
   std::uint64_t messages_refused = 0, peers_refused = 0;
@@ -119,6 +121,27 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                  epoch)
         .count();
+  }
+
+  bool exact() const noexcept { return opts.algorithm == averaging::exact; }
+
+  // Exact mode: the next epochs' members are the live membership, self included, ordered by
+  // public key, which every member computes alike; the view fingerprints that list.
+  void update_members() {
+    if (!exact()) return;
+    std::vector<public_key> sorted(live.begin(), live.end());
+    sorted.push_back(self.public_key_bytes());
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<gossip::peer_id> order;
+    std::uint64_t view = 0xcbf29ce484222325ull;  // FNV-1a over the keys
+    for (const auto& k : sorted) {
+      order.push_back(k == self.public_key_bytes() ? gossip::peer_id{0} : id_of(k));
+      for (const auto b : k)
+        view = (view ^ b) * 0x100000001b3ull;
+    }
+    if (auto ec = averaging->set_members(order, view, now_us(), *this)) {
+      log.log(log_level::error, "members_refused", {{"error", ec.message()}});
+    }
   }
 
   gossip::peer_id id_of(const public_key& k) {
@@ -186,6 +209,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       case k::joined:
       case k::alive_again:
         averaging->on_link_up(id, now_us(), *this);
+        live.insert(key);
+        update_members();
         metrics.add("mws_member_events_total", 1, {{"kind", "joined"}});
         log.log(log_level::info, "peer_joined", {{"peer", peer}, {"address", e.address}});
         emit(node_event::kind::peer_joined, peer);
@@ -193,6 +218,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       case k::failed:
       case k::left:
         averaging->on_link_down(id, now_us(), *this);
+        live.erase(key);
+        update_members();
         metrics.add("mws_member_events_total", 1,
                     {{"kind", e.what == k::failed ? "failed" : "left"}});
         log.log(log_level::warn, e.what == k::failed ? "peer_failed" : "peer_left",
@@ -239,7 +266,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     // Stopping: the final checkpoint is written; a share applied now would be acked and then
     // lost with the process. Unacked, its sender gives it up or re-sends it to our successor.
     if (stopped) return;
-    auto m = gossip::decode(body, gspec, msg);
+    // Borrowed: a node copies what it keeps (exact mode buffers values for later steps), so the
+    // receive buffer, and the large-message slot it holds, are released when this returns.
+    auto m = gossip::decode(body, gspec, nullptr);
     if (!m) return refused_message(key, m.error());
     if (auto ec = averaging->on_message(id_of(key), *m, now, *this)) refused_message(key, ec);
   }
@@ -262,6 +291,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   void save_checkpoint() {
     if (!checkpoints) return;
     const auto& st = averaging->state();
+    // Exact mode: an extra member holds nothing between handing its share over and getting
+    // its part back; the previous checkpoint stands.
+    if (!(st.w > 0.0)) return;
     model_file out(spec);
     for (std::size_t t = 0; t < spec.tensors.size(); ++t) {
       std::memcpy(out.tensor_bytes(t).data(), st.x[t].data, out.tensor_bytes(t).size());

@@ -253,6 +253,11 @@ struct peers::state : std::enable_shared_from_this<state> {
       refuse(who, "manifest", "averages another model: " + diff);
       return false;
     }
+    if (h->algorithm != cfg.own.algorithm) {
+      refuse(who, "algorithm",
+             "averages with " + h->algorithm + ", this node with " + cfg.own.algorithm);
+      return false;
+    }
     if (closing) return false;
     const auto key = l.conn.remote_key();
     const bool first = ready.count(key) == 0;

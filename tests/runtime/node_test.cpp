@@ -70,7 +70,7 @@ struct mesh {
   double worst_error(const std::vector<float>& exact) const {
     double worst = 0.0;
     for (const auto& n : nodes) {
-      const auto v = values_of(n->estimate());
+      const auto v = values_of(n->estimate().value());
       for (std::size_t k = 0; k < v.size(); ++k) {
         worst =
             std::max(worst, std::abs(static_cast<double>(v[k]) - static_cast<double>(exact[k])));
@@ -103,10 +103,46 @@ TEST_CASE("three embedded nodes reach the exact mean, and follow a local update"
   CHECK(run_until(m.io, [&] { return m.worst_error(moved) < 1e-5; }));
   CHECK(m.nodes[1]->status().local_updates == 1);
   // /export's bytes are the estimate as a safetensors file.
-  const auto text = m.nodes[2]->estimate_safetensors();
+  const auto text = m.nodes[2]->estimate_safetensors().value();
   auto parsed = parse_safetensors(std::as_bytes(std::span(text)));
   REQUIRE(parsed.has_value());
-  CHECK(values_of(*parsed) == values_of(m.nodes[2]->estimate()));
+  CHECK(values_of(*parsed) == values_of(m.nodes[2]->estimate().value()));
+}
+
+TEST_CASE("exact mode: five embedded nodes hold the same bits, the exact mean, after an epoch") {
+  mesh m;
+  const auto exact = [](node_options& o) {
+    o.algorithm = averaging::exact;
+    o.epoch_interval_us = 300'000;
+  };
+  for (int i = 0; i < 5; ++i) {
+    const auto v = static_cast<float>(i);
+    m.add(f32_model({v, 2 * v, 0.25f * v, -v}), exact);
+  }
+  const auto completed = [&] {
+    return std::all_of(m.nodes.begin(), m.nodes.end(), [](const auto& n) {
+      return n->status().members_alive == 5 && n->status().epochs_completed >= 1;
+    });
+  };
+  CHECK(run_until(m.io, completed));
+  const auto first = values_of(m.nodes[0]->estimate().value());
+  for (const auto& n : m.nodes)
+    CHECK(values_of(n->estimate().value()) == first);
+  // The mean of 0..4 is 2; every value below is a small dyadic multiple of it.
+  CHECK(first == std::vector<float>{2, 4, 0.5f, -2});
+}
+
+TEST_CASE("a node that averages with another algorithm is refused") {
+  mesh m;
+  m.add(f32_model({1, 2}));
+  std::vector<node_event> events;
+  auto& other = m.add(f32_model({3, 4}), [](node_options& o) { o.algorithm = averaging::exact; });
+  other.subscribe([&](const node_event& e) { events.push_back(e); });
+  CHECK(run_until(m.io, [&] { return !events.empty(); }));
+  REQUIRE(!events.empty());
+  CHECK(events[0].reason == "algorithm");
+  CHECK(events[0].detail == "averages with push-sum, this node with exact");
+  CHECK(other.status().members_alive == 1);
 }
 
 TEST_CASE("a node with another model is refused and never joins") {
@@ -138,7 +174,7 @@ TEST_CASE("a node without the mesh key cannot connect") {
   CHECK(refused[0].reason == "handshake");
   CHECK(intruder.status().members_alive == 1);
   CHECK(m.nodes[0]->status().members_alive == 1);
-  CHECK(values_of(m.nodes[0]->estimate()) == std::vector<float>{1});
+  CHECK(values_of(m.nodes[0]->estimate().value()) == std::vector<float>{1});
 }
 
 TEST_CASE("bad options and a busy port are refused with one clear sentence") {
@@ -199,7 +235,7 @@ TEST_CASE("a node resumes x and w from its last checkpoint") {
   io.restart();
   auto resumed = node::create(io.get_executor(), o, f32_model({0, 0})).value();
   CHECK(resumed->status().weight == 2.0);
-  CHECK(values_of(resumed->estimate()) == std::vector<float>{2, 3});
+  CHECK(values_of(resumed->estimate().value()) == std::vector<float>{2, 3});
   SUBCASE("but not a checkpoint of another model") {
     auto other = node::create(io.get_executor(), o, f32_model({0, 0, 0}));
     REQUIRE_FALSE(other.has_value());
