@@ -218,6 +218,7 @@ class exact_node final : public node_base {
   error_code receive(peer_id from, const message& msg, time_us now_us, action_sink& out) {
     if (!peer_index(from) || from == cfg_.self) return errc::not_a_peer;
     if (msg.header.kind == message_kind::exact_abort) return on_abort(from, msg, now_us, out);
+    if (msg.header.kind == message_kind::exact_ack) return on_ack(from, msg);
     if (msg.header.kind != message_kind::exact_value) return errc::wrong_algorithm;
     if (msg.header.step > max_exact_step) return errc::out_of_range;
     if (auto ec = check_payload(msg, false)) return ec;
@@ -252,6 +253,7 @@ class exact_node final : public node_base {
         // We gave up waiting (a member failed, or the partner was silent), but sent our value:
         // the partner may have applied it, so we apply theirs now, as a local change.
         apply_exchange(*s, *msg.tensors, msg.header.weight);
+        send_control(out, message_kind::exact_ack, e, t, from);
         ++stats_.late_values;
         return {};
       }
@@ -296,14 +298,24 @@ class exact_node final : public node_base {
         return drop;
       });
     }
-    auto kept = keep(msg.tensors);
-    if (!kept) return kept.error();
-    inbox_.push_back({e, msg.header.step, from, msg.header.view, msg.header.seq == 1,
-                      std::move(*kept), msg.header.weight});
+    // The payload may be borrowed: it is applied now if the schedule is there, else copied.
+    const std::uint32_t t = msg.header.step;
+    inbox_.push_back(
+        {e, t, from, msg.header.view, msg.header.seq == 1, msg.tensors, msg.header.weight});
     if (active_) {
       advance(now_us, out);
     } else if (may_begin() && (!begun_any() || e > cur_.epoch)) {
       begin(e, now_us, out);
+    }
+    for (auto& v : inbox_) {
+      if (v.epoch != e || v.step != t || v.peer != from) continue;
+      auto kept = keep(v.x);
+      if (!kept) {
+        inbox_drop(e, t);
+        return kept.error();
+      }
+      v.x = std::move(*kept);
+      break;
     }
     return {};
   }
@@ -314,14 +326,14 @@ class exact_node final : public node_base {
     ++stats_.received;
     note_epoch(msg.header.seq);
     if (auto* s = find(e, t, from)) {
-      if (s->what == part::give) {
+      if (s->what == part::give && s->x) {
         // The receiver never took our mass: take it back.
         const set_term back[] = {{&model_.x, 1.0f}, {s->x.get(), 1.0f}};
         check(mix(model_.x, back));
         model_.w += s->w;
         ++stats_.gives_returned;
       } else if (s->what != part::exchange || s->answered) {
-        ++stats_.ignored;  // the peer applied, or we did: it cannot abort that step
+        ++stats_.ignored;  // the peer took it, or we applied: it cannot abort that step
         return {};
       }
       std::erase_if(ledger_, [&](const entry& x) { return &x == s; });
@@ -331,6 +343,19 @@ class exact_node final : public node_base {
       ending_ = true;
       advance(now_us, out);
     }
+    return {};
+  }
+
+  // The peer applied our value of (round, step): our copy is needed no more, unless we still
+  // wait for theirs (the exchange's arithmetic uses it).
+  error_code on_ack(peer_id from, const message& msg) {
+    ++stats_.received;
+    auto* s = find(msg.header.round, msg.header.step, from);
+    if (!s || (s->what == part::exchange && !s->answered)) {
+      ++stats_.ignored;
+      return {};
+    }
+    s->x.reset();
     return {};
   }
 
@@ -397,6 +422,7 @@ class exact_node final : public node_base {
           ledger_.push_back(
               {cur_.epoch, step_, partner, role, nullptr, in->w, cur_.view, low, true});
           inbox_drop(cur_.epoch, step_);
+          send_control(out, message_kind::exact_ack, cur_.epoch, step_, partner);
           break;
         }
         case part::exchange: {
@@ -414,6 +440,7 @@ class exact_node final : public node_base {
           MWS_ASSERT(mine != nullptr);
           apply_exchange(*mine, *in->x, in->w);
           inbox_drop(cur_.epoch, step_);
+          send_control(out, message_kind::exact_ack, cur_.epoch, step_, partner);
           sent_ = false;
           break;
         }
@@ -519,12 +546,17 @@ class exact_node final : public node_base {
   }
 
   void send_abort(action_sink& out, round_t e, std::uint32_t t, peer_id to) {
+    ++stats_.aborts_sent;
+    send_control(out, message_kind::exact_abort, e, t, to);
+  }
+
+  // An abort or an ack of (e, t); seq: the epoch this node would begin next.
+  void send_control(action_sink& out, message_kind kind, round_t e, std::uint32_t t, peer_id to) {
     message msg;
-    msg.header.kind = message_kind::exact_abort;
+    msg.header.kind = kind;
     msg.header.round = e;
     msg.header.step = t;
     msg.header.seq = next_number();
-    ++stats_.aborts_sent;
     send(out, to, std::move(msg));
   }
 

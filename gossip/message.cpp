@@ -26,6 +26,8 @@ std::string_view to_string(message_kind k) noexcept {
       return "push_sum_ack";
     case message_kind::exact_abort:
       return "exact_abort";
+    case message_kind::exact_ack:
+      return "exact_ack";
   }
   return "?";
 }

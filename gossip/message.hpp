@@ -44,8 +44,11 @@ enum class message_kind : std::uint8_t {
   // epoch ended here first, or our views of its membership differ). A sender that gave its mass
   // takes it back. seq: the epoch the sender of the abort would begin next. No payload.
   exact_abort = 10,
+  // exact: "I applied your value of epoch `round`, step `step`": the sender may drop its copy.
+  // No payload.
+  exact_ack = 11,
 };
-inline constexpr std::uint8_t message_kind_count = 11;
+inline constexpr std::uint8_t message_kind_count = 12;
 
 std::string_view to_string(message_kind k) noexcept;
 
@@ -57,6 +60,7 @@ constexpr bool carries_tensors(message_kind k) noexcept {
     case message_kind::pairwise_abort:
     case message_kind::push_sum_ack:
     case message_kind::exact_abort:
+    case message_kind::exact_ack:
       return false;
     default:
       return true;
