@@ -195,7 +195,8 @@ int run_node(const run_options& o) {
   // started with the wrong file: say so and stop, rather than run alone forever.
   std::string refusal;
   node.subscribe([&](const runtime::node_event& e) {
-    if (e.what != runtime::node_event::kind::peer_refused || e.reason != "manifest") return;
+    if (e.what != runtime::node_event::kind::peer_refused) return;
+    if (e.reason != "manifest" && e.reason != "algorithm") return;
     if (o.seeds.empty() || !refusal.empty() || node.status().members_alive > 1) return;
     refusal = e.peer + " " + e.detail;
     shut_down();

@@ -259,6 +259,53 @@ class MeshTest(MeshTestCase):
         self.assertEqual(self.stop_all(nodes), [0] * 5, "exit codes after SIGTERM")
 
 
+class ExactModeTest(MeshTestCase):
+    """--algorithm exact: epochs over the live membership; each that completes leaves every
+    node on the exact mean, bit for bit."""
+
+    EXTRA = ["--algorithm", "exact", "--epoch-s", "0.5"]
+
+    def wait_identical(self, nodes, target, what):
+        """Every node's export equal, bit for bit, and (target given) within TOLERANCE of it."""
+        def check():
+            estimates = [n.estimate() for n in nodes]
+            if any(e is None for e in estimates):
+                return False
+            same = all(all(np.array_equal(e[k].view(np.uint32), estimates[0][k].view(np.uint32))
+                           for k in e) for e in estimates)
+            return same and (target is None
+                             or mwsmesh.relative_error(estimates[0], target) < TOLERANCE)
+        self.wait_until(what, check)
+        return nodes[0].estimate()
+
+    def test_eight_nodes_hold_the_same_bits_on_the_exact_mean(self):
+        paths, exact = self.models(8, SMALL, seed=21)
+        nodes = self.start_mesh(paths, extra=self.EXTRA)
+        self.wait_members(nodes, 8)
+        self.wait_identical(nodes, exact, "8 exact-mode nodes identical, on the exact mean")
+        self.assertTrue(all(n.status()["epochs_completed"] >= 1 for n in nodes))
+        self.assertEqual(self.stop_all(nodes), [0] * 8, "exit codes after SIGTERM")
+
+    def test_survivors_of_a_kill_9_mid_epoch_agree_bit_for_bit(self):
+        paths, exact = self.models(5, LARGE, seed=22)
+        nodes = self.start_mesh(paths, extra=self.EXTRA)
+        victim, survivors = nodes[-1], nodes[:-1]
+        self.wait_members(nodes, 5)
+        self.wait_until("every node completed an epoch",
+                        lambda: all(n.status()["epochs_completed"] >= 1 for n in nodes))
+        # Epochs of 4 MiB values follow each other every 0.5 s: the kill lands in one.
+        self.kill(victim)
+        self.note("killed a member (-9)")
+        self.wait_members(survivors, 4)
+        completed = [n.status()["epochs_completed"] for n in survivors]
+        self.wait_until("every survivor completed an epoch without the victim", lambda: all(
+            n.status()["epochs_completed"] > c for n, c in zip(survivors, completed)))
+        common = self.wait_identical(survivors, None, "the 4 survivors identical")
+        self.note("the survivors' common value is %.2e away from the original mean"
+                  % mwsmesh.relative_error(common, exact))
+        self.assertEqual(self.stop_all(survivors), [0] * 4, "exit codes after SIGTERM")
+
+
 def has_exchanged(status, model_bytes):
     """At least one averaging share (a whole model) each way; membership messages are small."""
     return status["bytes_sent"] >= model_bytes and status["bytes_received"] >= model_bytes
@@ -560,6 +607,14 @@ class OperatorInputTest(MeshTestCase):
         self.assertEqual(seed.status()["members_alive"], 1)
         self.assertEqual(self.stop_all([seed]), [0])
 
+    def test_a_joiner_with_another_algorithm_exits_naming_both(self):
+        paths, _ = mwsmesh.random_models(self.dir, 2, {"w": (4,)}, seed=3)
+        seed = self.new_node("seed", paths[0])
+        done = self.run_node("--model", paths[1], "--seed", seed.address, "--algorithm", "exact")
+        self.assert_refused(done, "averages with push-sum, this node with exact", logs=True)
+        self.assertEqual(seed.status()["members_alive"], 1)
+        self.assertEqual(self.stop_all([seed]), [0])
+
     def test_status_and_export_without_a_node_fail_with_a_message(self):
         port = mwsmesh.free_ports(1)[0]
         for argv in (["status"], ["export", "--out", self.path("out.safetensors")]):
@@ -577,6 +632,8 @@ class OperatorInputTest(MeshTestCase):
             "out of range": ["--random-init", "10", "--tick-ms", "0"],
             "not a number": ["--random-init", "10", "--checkpoint-s", "abc"],
             "exclusive options": ["--random-init", "10", "--model", "m.safetensors"],
+            "unknown algorithm": ["--random-init", "10", "--algorithm", "gossip"],
+            "epoch out of range": ["--random-init", "10", "--epoch-s", "0"],
         }
         for what, args in cases.items():
             with self.subTest(what):
