@@ -1,6 +1,7 @@
 #include "runtime/node.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "runtime/detail/node_impl.hpp"
@@ -14,6 +15,39 @@ void throw_exception_from_error(const node_error& e, const boost::source_locatio
 using detail::declare_metrics;
 using detail::register_endpoints;
 
+namespace {
+
+node_result<unsigned short> parse_port(const std::string& address, const std::string& text) {
+  char* end = nullptr;
+  const auto port = std::strtoul(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || port > 65535) {
+    return node_error{"'" + address + "': '" + text + "' is not a port number"};
+  }
+  return static_cast<unsigned short>(port);
+}
+
+// A DNS name as RFC 1123 allows: dot-separated labels of letters, digits and '-', none
+// starting or ending with '-', each at most 63 bytes, 253 in all.
+bool is_host_name(std::string_view h) {
+  if (h.empty() || h.size() > 253) return false;
+  std::size_t label = 0;
+  char previous = '.';
+  for (const char c : h) {
+    if (c == '.') {
+      if (label == 0 || previous == '-') return false;
+      label = 0;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || (c == '-' && label > 0)) {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+    previous = c;
+  }
+  return label > 0 && previous != '-';
+}
+
+}  // namespace
+
 node_result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& address) {
   const auto parts = detail::split_host_port(address);
   if (!parts) return node_error{"'" + address + "' is not host:port"};
@@ -21,12 +55,24 @@ node_result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& address) 
   boost::system::error_code ec;
   const auto ip = asio::ip::make_address(host, ec);
   if (ec) return node_error{"'" + address + "': '" + host + "' is not a numeric IP address"};
-  char* end = nullptr;
-  const auto port = std::strtoul(port_text.c_str(), &end, 10);
-  if (port_text.empty() || *end != '\0' || port > 65535) {
-    return node_error{"'" + address + "': '" + port_text + "' is not a port number"};
+  auto port = parse_port(address, port_text);
+  if (!port) return port.error();
+  return asio::ip::tcp::endpoint(ip, *port);
+}
+
+node_result<void> check_address(const std::string& address) {
+  const auto parts = detail::split_host_port(address);
+  if (!parts) return node_error{"'" + address + "' is not host:port"};
+  const auto& [host, port_text] = *parts;
+  boost::system::error_code ec;
+  (void)asio::ip::make_address(host, ec);
+  if (ec && !is_host_name(host)) {
+    return node_error{"'" + address + "': '" + host + "' is neither an IP address nor a host name"};
   }
-  return asio::ip::tcp::endpoint(ip, static_cast<unsigned short>(port));
+  auto port = parse_port(address, port_text);
+  if (!port) return port.error();
+  if (*port == 0) return node_error{"'" + address + "': port 0 cannot be dialled"};
+  return {};
 }
 
 std::string to_string(averaging a) {
@@ -89,6 +135,14 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   }
   if (options.tick_interval_us <= 0 || options.probe_interval_us <= 0) {
     return node_error{"intervals must be positive"};
+  }
+  for (const auto& s : options.seeds) {
+    if (auto e = check_address(s); !e) return node_error{"seed " + e.error().message};
+  }
+  if (!options.advertise.empty()) {
+    if (auto e = check_address(options.advertise); !e) {
+      return node_error{"advertised address " + e.error().message};
+    }
   }
   auto p = std::make_unique<impl>(std::move(executor), std::move(options), std::move(*id));
   auto& n = *p;

@@ -59,8 +59,9 @@ struct node_options {
   std::optional<std::array<std::uint8_t, 32>> mesh_psk;  // every node of the mesh holds it
   std::vector<transport::public_key> allowlist;          // empty: any key that holds the psk
   std::string listen = "127.0.0.1:0";                    // host:port; port 0 picks one
-  std::string advertise;           // the address peers dial; default: the bound listen address
-  std::vector<std::string> seeds;  // host:port of members to join through
+  std::string advertise;           // the address peers dial (host name or IP); default: the
+                                   // bound listen address
+  std::vector<std::string> seeds;  // host:port of members to join through (name or IP)
   std::string http_listen;         // host:port of /metrics /livez /readyz /status; "" = off
   std::filesystem::path data_dir;  // checkpoints; "" = none
 
@@ -146,5 +147,9 @@ class node {
 
 // Parses a "host:port" or "[v6]:port" with a numeric host into an endpoint.
 node_result<boost::asio::ip::tcp::endpoint> parse_endpoint(const std::string& address);
+
+// Checks an address others dial ("host:port", "[v6]:port"; the host an IP address or a DNS
+// name, resolved when dialled; the port 1-65535), without resolving it.
+node_result<void> check_address(const std::string& address);
 
 }  // namespace mws::runtime

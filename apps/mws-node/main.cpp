@@ -152,10 +152,6 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
     if (!keys) return keys.error();
     n.allowlist = std::move(*keys);
   }
-  for (const auto& s : o.seeds) {
-    if (auto e = runtime::parse_endpoint(s); !e)
-      return runtime::node_error{"--seed " + e.error().message};
-  }
   return n;
 }
 

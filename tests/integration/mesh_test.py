@@ -220,6 +220,15 @@ class MeshTest(MeshTestCase):
         for i, n in enumerate(nodes):
             self.assertTrue(self.events(n, "node_stopping"), f"node {i} logged no node_stopping")
 
+    def test_a_seed_given_by_host_name_is_resolved_and_joined(self):
+        paths, exact = self.models(2, SMALL, seed=13)
+        seed = self.new_node("seed", paths[0])
+        port = seed.address.rsplit(":", 1)[1]
+        joiner = self.new_node("joiner", paths[1], [f"localhost:{port}"])
+        self.wait_members([seed, joiner], 2)
+        self.assert_agreement([seed, joiner], exact, "2 nodes joined by host name")
+        self.assertEqual(self.stop_all([seed, joiner]), [0, 0])
+
     def test_survivors_of_a_kill_9_agree_and_the_restarted_node_resumes_and_rejoins(self):
         paths, exact = self.models(5, LARGE, seed=12)
         # Slow ticks: the mesh needs dozens of them to agree, so the victim, the last to join,
@@ -556,7 +565,7 @@ class OperatorInputTest(MeshTestCase):
                 self.assert_refused(self.run_node("--model", model), "locked.safetensors")
 
     def test_bad_seed_addresses(self):
-        for seed in ["nocolon", "127.0.0.1:99999", "127.0.0.1:port", ":7400"]:
+        for seed in ["nocolon", "127.0.0.1:99999", "127.0.0.1:port", ":7400", "under_score:7400"]:
             with self.subTest(seed):
                 self.assert_refused(self.run_node("--random-init", "10", "--seed", seed), seed)
 

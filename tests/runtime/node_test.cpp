@@ -190,6 +190,27 @@ TEST_CASE("bad options and a busy port are refused with one clear sentence") {
     REQUIRE_FALSE(started.has_value());
     CHECK(started.error().message.find("not host:port") != std::string::npos);
   }
+  SUBCASE("seed and advertised addresses: names and IPs pass, anything else is refused") {
+    for (const auto* ok :
+         {"localhost:7400", "node-1.example.org:1", "10.0.0.1:7400", "[::1]:7400"}) {
+      CAPTURE(ok);
+      o.seeds = {ok};
+      o.advertise = ok;
+      CHECK(node::create(io.get_executor(), o, f32_model({1})).has_value());
+    }
+    for (const auto* bad : {"nocolon", "host_name:7400", "-lead.example:1", "a..b:1", "10.0.0.1:0",
+                            "10.0.0.1:70000", "example.org:port", ":7400"}) {
+      CAPTURE(bad);
+      o.seeds = {bad};
+      o.advertise.clear();
+      auto n = node::create(io.get_executor(), o, f32_model({1}));
+      REQUIRE_FALSE(n.has_value());
+      CHECK(n.error().message.find(bad) != std::string::npos);
+      o.seeds.clear();
+      o.advertise = bad;
+      CHECK_FALSE(node::create(io.get_executor(), o, f32_model({1})).has_value());
+    }
+  }
   SUBCASE("a port in use") {
     auto first = node::create(io.get_executor(), o, f32_model({1})).value();
     REQUIRE(first->start().has_value());
