@@ -136,14 +136,9 @@ class exact_node final : public node_base {
 
   error_code set_members(std::span<const peer_id> members, std::uint64_t view, time_us now_us,
                          action_sink& out) override {
-    if (members.size() > max_peers) return errc::out_of_range;
+    if (auto ec = check_members(members)) return ec;
     std::vector<peer_id> sorted(members.begin(), members.end());
     std::sort(sorted.begin(), sorted.end());
-    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return errc::out_of_range;
-    for (const auto q : members) {
-      if (!peer_index(q)) return errc::not_a_peer;
-    }
-    if (!std::binary_search(sorted.begin(), sorted.end(), cfg_.self)) return errc::not_a_peer;
     if (std::equal(members.begin(), members.end(), next_members_.begin(), next_members_.end()) &&
         view == next_view_) {
       return {};

@@ -68,6 +68,18 @@ result<std::size_t> node_base::append_peer(peer_id p) {
   return i;
 }
 
+error_code node_base::check_members(std::span<const peer_id> members) const {
+  if (members.size() > max_peers) return errc::out_of_range;
+  std::vector<peer_id> sorted(members.begin(), members.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return errc::out_of_range;
+  for (const auto q : members) {
+    if (q != cfg_.self && !peer_index(q)) return errc::not_a_peer;
+  }
+  if (!std::binary_search(sorted.begin(), sorted.end(), cfg_.self)) return errc::not_a_peer;
+  return {};
+}
+
 error_code node_base::check_payload(const message& msg, bool positive_weight) const noexcept {
   if (!std::isfinite(msg.header.weight) || (positive_weight && !(msg.header.weight > 0.0))) {
     return errc::bad_weight;

@@ -41,6 +41,9 @@ class node_base : public averaging_node {
   // Appends `p` to cfg_.peers with its link down; returns its index, or the add_peer error.
   result<std::size_t> append_peer(peer_id p);
 
+  // set_members' checks: self listed, every other member known, no duplicates.
+  error_code check_members(std::span<const peer_id> members) const;
+
   // Refuses a message whose payload does not match the manifest or whose weight is not finite
   // (or not positive, when `positive_weight`).
   error_code check_payload(const message& msg, bool positive_weight) const noexcept;
