@@ -92,6 +92,7 @@ class exact_node final : public node_base {
   }
 
   void on_tick(time_us now_us, action_sink& out) override {
+    now_us_ = now_us;
     if (members_changed_) {
       // Let a changing membership settle before an epoch is built on it.
       members_changed_ = false;
@@ -99,7 +100,10 @@ class exact_node final : public node_base {
     }
     if (!active_ && may_begin() && now_us >= next_epoch_us_) begin(next_number(), now_us, out);
     if (active_ && now_us - last_progress_us_ >= cfg_.timeout_us) stalled(now_us, out);
-    if (active_) {
+    resend_unsettled(now_us, out);
+    const bool holding =
+        std::any_of(ledger_.begin(), ledger_.end(), [](const entry& e) { return e.x != nullptr; });
+    if (active_ || holding) {  // holding: re-sends are due (resend_unsettled)
       out.arm_timer(now_us + cfg_.tick_interval_us);
     } else if (may_begin()) {
       out.arm_timer(std::max(next_epoch_us_, now_us + 1));
@@ -108,6 +112,7 @@ class exact_node final : public node_base {
 
   error_code on_message(peer_id from, const message& msg, time_us now_us,
                         action_sink& out) override {
+    now_us_ = now_us;
     const auto ec = receive(from, msg, now_us, out);
     if (ec) ++stats_.refused;
     return ec;
@@ -143,6 +148,7 @@ class exact_node final : public node_base {
         view == next_view_) {
       return {};
     }
+    now_us_ = now_us;
     next_members_.assign(members.begin(), members.end());
     next_view_ = view;
     members_changed_ = true;
@@ -169,6 +175,7 @@ class exact_node final : public node_base {
     std::uint64_t view = 0;  // the epoch's view, sent with repeats
     bool low = false;        // exchange: this node is the lower member (its value goes first)
     bool answered = false;   // exchange: the partner's value was applied
+    time_us sent_us = 0;     // when x was last sent, or the exchange answered
   };
   // A value received for a step not yet reached.
   struct value {
@@ -205,9 +212,10 @@ class exact_node final : public node_base {
     }
     return nullptr;
   }
-  bool inbox_has(round_t e, std::uint32_t t) const noexcept {
-    return std::any_of(inbox_.begin(), inbox_.end(),
-                       [&](const value& v) { return v.epoch == e && v.step == t; });
+  bool inbox_has(round_t e, std::uint32_t t, peer_id q, std::uint64_t view) const noexcept {
+    return std::any_of(inbox_.begin(), inbox_.end(), [&](const value& v) {
+      return v.epoch == e && v.step == t && v.peer == q && v.view == view;
+    });
   }
 
   error_code receive(peer_id from, const message& msg, time_us now_us, action_sink& out) {
@@ -236,7 +244,7 @@ class exact_node final : public node_base {
     }
     const bool here = active_ && e == cur_.epoch && t >= step_ && msg.header.view == cur_.view;
     if (here && cur_.takes_from(t, from)) {
-      if (inbox_has(e, t)) {
+      if (inbox_has(e, t, from, msg.header.view)) {
         ++stats_.ignored;
         return {};
       }
@@ -244,26 +252,40 @@ class exact_node final : public node_base {
     }
     if (here && request && cur_.gives_to(t, from)) return {};  // it comes when we get there
     if (auto* s = find(e, t, from)) {
-      if (s->what == part::exchange && !s->answered) {
+      if (s->what == part::exchange && !s->answered && msg.header.view == s->view) {
         // We gave up waiting (a member failed, or the partner was silent), but sent our value:
-        // the partner may have applied it, so we apply theirs now, as a local change.
+        // the partner may have applied it, so we apply theirs now, as a local change. (Same
+        // view, same plan: the sender's step with us is this exchange too.)
         apply_exchange(*s, *msg.tensors, msg.header.weight);
         send_control(out, message_kind::exact_ack, e, t, from);
         ++stats_.late_values;
         return {};
       }
-      ++stats_.ignored;  // a duplicate of a step done
-      return {};
+      if (s->answered && msg.header.view == s->view) {
+        // A repeat of a value we applied: its sender missed our ack.
+        ++stats_.ignored;
+        send_control(out, message_kind::exact_ack, e, t, from);
+        return {};
+      }
+      if (s->what == part::give) {
+        ++stats_.ignored;  // a taker's request: the give itself was repeated above
+        return {};
+      }
     }
     if (repeated) return {};  // a stalled fold or take: its payload is only the request
     if (!begun_any() || e > cur_.epoch) {
-      if (inbox_has(e, t)) {
+      if (inbox_has(e, t, from, msg.header.view)) {
         ++stats_.ignored;
         return {};
       }
       return buffer(from, msg, now_us, out);
     }
-    if (e == cur_.epoch && msg.header.view == cur_.view && !cur_.takes_from(t, from)) {
+    if (e + ledger_epochs < cur_.epoch) {
+      ++stats_.ignored;  // older than our records: we cannot tell whether we applied it
+      return {};
+    }
+    if (active_ && e == cur_.epoch && msg.header.view == cur_.view && t >= step_ &&
+        !cur_.takes_from(t, from) && !cur_.gives_to(t, from)) {
       return errc::out_of_range;  // our plans agree, and it has no such step with us
     }
     // A value of a step we never ran with `from` and never will: an epoch that ended here, a
@@ -368,11 +390,9 @@ class exact_node final : public node_base {
 
   void begin(round_t e, time_us now_us, action_sink& out) {
     MWS_ASSERT(!active_);
-    // Keep the previous epoch's steps (repeats, late values, aborts), drop older ones.
-    if (begun_any()) {
-      const round_t prev = cur_.epoch;
-      std::erase_if(ledger_, [&](const entry& s) { return s.epoch < prev; });
-    }
+    // Records of the last ledger_epochs epochs are kept (values still held with them stay
+    // until acked or aborted, re-sent meanwhile); older ones go.
+    std::erase_if(ledger_, [&](const entry& s) { return s.epoch + ledger_epochs < e; });
     cur_ = schedule(e, next_members_, next_view_, cfg_.self);
     ++begun_count_;
     active_ = true;
@@ -415,7 +435,7 @@ class exact_node final : public node_base {
           check(mix(model_.x, terms));
           model_.w += in->w;
           ledger_.push_back(
-              {cur_.epoch, step_, partner, role, nullptr, in->w, cur_.view, low, true});
+              {cur_.epoch, step_, partner, role, nullptr, in->w, cur_.view, low, true, now_us});
           inbox_drop(cur_.epoch, step_);
           send_control(out, message_kind::exact_ack, cur_.epoch, step_, partner);
           break;
@@ -425,7 +445,7 @@ class exact_node final : public node_base {
             auto snap = snapshot(model_.x);
             MWS_ASSERT(snap.has_value());
             ledger_.push_back({cur_.epoch, step_, partner, part::exchange, std::move(*snap),
-                               model_.w, cur_.view, low});
+                               model_.w, cur_.view, low, false, now_us});
             send_entry(out, ledger_.back(), false);
             sent_ = true;
           }
@@ -460,6 +480,7 @@ class exact_node final : public node_base {
     const double w_hi = mine.low ? their_w : mine.w;
     model_.w = (model_.w - mine.w) + (0.5 * w_lo + 0.5 * w_hi);
     mine.answered = true;
+    mine.sent_us = now_us_;  // the partner's ack is due from now
   }
 
   // Hands our mass (step 0, an extra member) or half of it (last step, a folding member) to
@@ -475,11 +496,40 @@ class exact_node final : public node_base {
     check(mix(model_.x, keep_rest));
     model_.w -= w_share;
     ledger_.push_back({cur_.epoch, step_, partner, part::give,
-                       std::make_shared<const tensor_set>(std::move(*share)), w_share, cur_.view});
+                       std::make_shared<const tensor_set>(std::move(*share)), w_share, cur_.view,
+                       false, false, now_us_});
     send_entry(out, ledger_.back(), false);
   }
 
+  // Values we still hold (sent, neither acked nor aborted) of steps other than the one we wait
+  // on now are re-sent every timeout_us to members: the peer answers with an ack (it applied
+  // the value), an abort (it never will), or its own value (an exchange we gave up).
+  void resend_unsettled(time_us now_us, action_sink& out) {
+    for (auto& s : ledger_) {
+      if (!s.x || now_us - s.sent_us < cfg_.timeout_us) continue;
+      if (active_ && s.epoch == cur_.epoch && s.step == step_) continue;  // stalled() does it
+      if (std::find(next_members_.begin(), next_members_.end(), s.peer) == next_members_.end()) {
+        continue;
+      }
+      s.sent_us = now_us;
+      ++stats_.resent;
+      send_entry(out, s, s.what == part::exchange && !s.answered);
+    }
+  }
+
+  // An epoch ended early: tell the partner of every step left that we will not do it, so that
+  // nobody waits on us, and a share handed to us is taken back (a step we sent our value for
+  // stays open to a late value instead).
+  void abort_rest(action_sink& out) {
+    for (std::uint32_t t = step_; t <= cur_.last_step(); ++t) {
+      peer_id partner;
+      if (cur_.mine(t, &partner) == part::none || find(cur_.epoch, t, partner)) continue;
+      send_abort(out, cur_.epoch, t, partner);
+    }
+  }
+
   void end_epoch(bool completed, time_us now_us, action_sink& out) {
+    if (!completed) abort_rest(out);
     if (completed) {
       ++stats_.round;
     } else {
@@ -557,6 +607,9 @@ class exact_node final : public node_base {
 
   static void check(error_code ec) { MWS_ASSERT(!ec && "mixing own buffers cannot fail"); }
 
+  // Steps done are remembered this many epochs (a value older than that is ignored).
+  static constexpr round_t ledger_epochs = 16;
+
   std::vector<peer_id> next_members_;  // the membership of the next epoch, in schedule order
   std::uint64_t next_view_ = 0;
   bool members_changed_ = false;
@@ -571,6 +624,7 @@ class exact_node final : public node_base {
   time_us epoch_start_us_ = 0;
   time_us next_epoch_us_ = 0;
   time_us last_progress_us_ = 0;
+  time_us now_us_ = 0;         // of the call being handled
   std::vector<value> inbox_;   // partners' values of the running and of one later epoch
   std::vector<entry> ledger_;  // steps done with peers in this and the previous epoch
 };

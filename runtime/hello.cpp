@@ -94,12 +94,13 @@ std::optional<hello> decode_hello(std::span<const std::uint8_t> bytes, std::stri
     return std::nullopt;
   }
   h.address.assign(w->address()->c_str(), w->address()->size());
-  if (w->algorithm() == nullptr || w->algorithm()->size() == 0 ||
-      w->algorithm()->size() > hello_algorithm_bytes_max) {
-    why = "hello without a valid algorithm";
-    return std::nullopt;
+  if (w->algorithm() != nullptr) {  // absent: a node from before exact mode, push-sum
+    if (w->algorithm()->size() == 0 || w->algorithm()->size() > hello_algorithm_bytes_max) {
+      why = "hello with an empty or overlong algorithm name";
+      return std::nullopt;
+    }
+    h.algorithm.assign(w->algorithm()->c_str(), w->algorithm()->size());
   }
-  h.algorithm.assign(w->algorithm()->c_str(), w->algorithm()->size());
   const auto* tensors = w->tensors();
   if (tensors == nullptr || tensors->size() == 0 || tensors->size() > hello_tensors_max) {
     why = "hello with no tensors or more than " + std::to_string(hello_tensors_max);

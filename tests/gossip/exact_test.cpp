@@ -242,8 +242,9 @@ TEST_CASE("exact mode refuses a value from a member that is not its partner at t
 
 // n exact nodes that know only themselves until the driver adds the others; values as
 // run_exact's. Each node's membership is then set by the test.
-std::unique_ptr<driver> driven_exact(gpu::backend& b, std::size_t n, std::uint64_t seed) {
-  auto d = std::make_unique<driver>(b, network{}, seed);
+std::unique_ptr<driver> driven_exact(gpu::backend& b, std::size_t n, std::uint64_t seed,
+                                     network net = {}) {
+  auto d = std::make_unique<driver>(b, net, seed);
   rng values(seed + 17);
   for (std::size_t i = 0; i < n; ++i) {
     config cfg;
@@ -415,6 +416,73 @@ TEST_CASE("exact mode: views that differ abort the epoch; a handed-over share co
   d->run(1'000'000, [&] { return all_finished(*d, all, 1); });
   REQUIRE(all_finished(*d, all, 1));
   check_agree(*d, all, ratio(before), 6 * 0x1p-24);
+}
+
+TEST_CASE("exact mode: epoch after epoch under loss, duplication and reordering") {
+  auto backend = gpu::make_cpu_backend();
+  for (std::size_t n : {4u, 6u}) {
+    CAPTURE(n);
+    network lossy{.loss = 0.2, .duplicate = 0.2, .latency_min_us = 100, .latency_max_us = 5000};
+    auto d = driven_exact(*backend, n, 40 + n, lossy);
+    const auto all = indices(n);
+    set_all(*d, all, all_members(n), 1);
+    const auto before = mass_of(*d, all);
+    d->start();
+    d->run(20'000'000, [&] { return all_finished(*d, all, 4); });
+    REQUIRE(all_finished(*d, all, 4));
+    // The last epoch's stragglers: let every node finish what it has in hand.
+    d->net() = network{};
+    d->run(d->now() + 50'000);
+    check_agree(*d, all, ratio(before), 8 * 0x1p-24);
+    CHECK(mass_of(*d, all).w == before.w);
+  }
+}
+
+TEST_CASE("exact mode: four members with differing views abort, without waiting or losing mass") {
+  auto backend = gpu::make_cpu_backend();
+  auto d = driven_exact(*backend, 4, 8);  // no give-up on silence: a wait would never end
+  const auto all = indices(4);
+  set_all(*d, {1, 2, 3}, all_members(4), 1);
+  REQUIRE(!d->set_members(0, all_members(4), 99));
+  const auto before = mass_of(*d, all);
+  d->start();
+  d->run(35'000);
+  for (const auto i : all) {
+    CAPTURE(i);
+    CHECK(d->node(i).stats().round == 0);
+    CHECK(d->node(i).stats().epochs_abandoned == 1);
+    CHECK(d->node(i).stats().step == 0);  // not stuck inside the epoch
+  }
+  CHECK(mass_of(*d, all).w == before.w);
+  REQUIRE(!d->set_members(0, all_members(4), 1));
+  d->run(d->now() + 1'000'000, [&] { return all_finished(*d, all, 1); });
+  REQUIRE(all_finished(*d, all, 1));
+  check_agree(*d, all, ratio(before), 4 * 0x1p-24);
+}
+
+TEST_CASE("exact mode: a share lost on its way comes back when the epoch ends without it") {
+  auto backend = gpu::make_cpu_backend();
+  auto d = driven_exact(*backend, 5, 9);  // member 4 hands its mass to member 0 at step 0
+  const auto all = indices(5);
+  set_all(*d, all, all_members(5), 1);
+  const auto before = mass_of(*d, all);
+  d->link_down(0, 4);  // the share is lost, and so is the abort that member 0 will send
+  d->start();
+  d->run(30'000);
+  CHECK(d->node(4).state().w == 0.0);
+  // Member 3 fails: the epoch ends everywhere, and nothing was taken.
+  d->isolate(3);
+  set_all(*d, {0, 1, 2, 4}, {{0}, {1}, {2}, {4}}, 2);
+  d->run(d->now() + 1000);
+  d->link_up(0, 4);  // member 4 re-sends its share; member 0 answers that it never took it
+  d->run(d->now() + 10'000, [&] { return d->node(4).stats().gives_returned == 1; });
+  CHECK(d->node(4).stats().gives_returned == 1);
+  CHECK(mass_of(*d, all).w == before.w);
+  const std::vector<std::size_t> four{0, 1, 2, 4};
+  const auto kept = mass_of(*d, four);
+  d->run(d->now() + 1'000'000, [&] { return all_finished(*d, four, 1); });
+  REQUIRE(all_finished(*d, four, 1));
+  check_agree(*d, four, ratio(kept), 4 * 0x1p-24);
 }
 
 TEST_CASE("exact mode: set_members checks its list") {
