@@ -108,9 +108,8 @@ node_result<void> resume(node::impl& n, gossip::model& m) {
   if (!std::isfinite(weight) || !(weight > 0.0)) {
     return node_error{ckpt.path.string() + ": no valid mws.weight in its metadata"};
   }
-  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
-    const auto src = ckpt.model.tensor_bytes(t);
-    std::memcpy(m.x.mutable_view(t).data, src.data(), src.size());
+  if (auto ec = n.upload(m.x, ckpt.model)) {
+    return node_error{"cannot load the checkpoint into the model: " + ec.message()};
   }
   m.w = weight;
   n.log.log(log_level::info, "resumed", {{"checkpoint", ckpt.path.string()}});
@@ -149,15 +148,18 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   declare_metrics(n.metrics);
   n.spec = initial.spec();
   n.gspec = to_gossip_manifest(n.spec);
-  n.backend = gpu::make_cpu_backend();
+  auto chosen = gpu::make_backend(n.opts.device);
+  if (!chosen.chosen) return node_error{"--device cuda: " + chosen.reason};
+  n.backend = std::move(chosen.chosen);
+  n.log.log(log_level::info, "backend",
+            {{"name", std::string(n.backend->name())}, {"why", chosen.reason}});
   auto stream = n.backend->make_stream();
-  if (!stream) return node_error{"cannot create a CPU stream: " + stream.error().message()};
+  if (!stream) return node_error{"cannot create a stream: " + stream.error().message()};
   n.stream = std::move(*stream);
   auto m = gossip::model::create(*n.backend, n.gspec, 1.0);
   if (!m) return node_error{"cannot allocate the model: " + m.error().message()};
-  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
-    const auto src = initial.tensor_bytes(t);
-    std::memcpy(m->x.mutable_view(t).data, src.data(), src.size());
+  if (auto ec = n.upload(m->x, initial)) {
+    return node_error{"cannot load the model into the backend: " + ec.message()};
   }
   if (!n.opts.data_dir.empty()) {
     auto resumed = resume(n, *m);
@@ -299,11 +301,14 @@ node_result<void> node::apply_local_update(const model_file& delta, double weigh
   if (!std::isfinite(weight_delta) || n.averaging->state().w + weight_delta <= 0.0) {
     return node_error{"the weight update must be finite and leave a positive weight"};
   }
-  std::vector<gpu::const_tensor_view> views;
-  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
-    const auto& s = n.gspec[t];
-    views.emplace_back(delta.tensor_bytes(t).data(), s.numel, s.type, gpu::memory_space::host);
+  auto staged = gossip::tensor_set::allocate(*n.backend, n.gspec);
+  if (!staged) return node_error{"cannot allocate the update: " + staged.error().message()};
+  if (auto ec = n.upload(*staged, delta)) {
+    return node_error{"cannot load the update into the backend: " + ec.message()};
   }
+  std::vector<gpu::const_tensor_view> views;
+  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
+    views.push_back((*staged)[t]);
   if (auto ec = n.averaging->apply_local_update(views, weight_delta, n.now_us())) {
     return node_error{"local update failed: " + ec.message()};
   }
@@ -317,24 +322,28 @@ const node_error no_share{
 }  // namespace
 
 node_result<model_file> node::estimate() const {
-  const auto& n = *impl_;
+  auto& n = *impl_;
   if (!(n.averaging->state().w > 0.0)) return no_share;
+  auto x = n.host_x();
+  if (!x) return node_error{"cannot read the model from the backend: " + x.error().message()};
   model_file out(n.spec);
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
-    write_estimate(n.averaging->state(), t, out.tensor_bytes(t));
+    write_estimate(x->tensors[t], n.gspec[t].type, n.averaging->state().w, out.tensor_bytes(t));
   return out;
 }
 
 node_result<std::string> node::estimate_safetensors() const {
-  const auto& n = *impl_;
+  auto& n = *impl_;
   if (!(n.averaging->state().w > 0.0)) return no_share;
+  auto x = n.host_x();
+  if (!x) return node_error{"cannot read the model from the backend: " + x.error().message()};
   std::string out = safetensors_prefix(n.spec);
   std::size_t at = out.size();
   out.resize(at + n.spec.total_bytes());
   const auto data = std::as_writable_bytes(std::span(out));
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
     const auto bytes = static_cast<std::size_t>(n.spec.tensors[t].bytes());
-    write_estimate(n.averaging->state(), t, data.subspan(at, bytes));
+    write_estimate(x->tensors[t], n.gspec[t].type, n.averaging->state().w, data.subspan(at, bytes));
     at += bytes;
   }
   return node_result<std::string>(boost::system::in_place_value, std::move(out));
@@ -348,6 +357,7 @@ node_status node::status() const {
   s.members_alive = n.members ? n.members->alive_count() : 1;
   s.peers_connected = n.links ? n.links->connected_peers() : 0;
   s.weight = n.averaging->state().w;
+  s.backend = std::string(n.backend->name());
   s.epochs_completed = n.exact() ? n.averaging->stats().round : 0;
   s.epochs_abandoned = n.averaging->stats().epochs_abandoned;
   if (n.links) {

@@ -13,14 +13,14 @@
 //
 // What it does: membership (SWIM + Lifeguard, gossip/membership.hpp) over authenticated,
 // encrypted connections (transport/), and averaging (gossip/node.hpp) with every live member,
-// mixing on the CPU backend: push-sum with running sums per link (the default), or exact mode,
-// epochs of a hypercube schedule over the live membership. Every connection starts with a hello
-// that carries the model manifest and the algorithm: a peer averaging another model, or with
-// another algorithm, is refused and logged. Guarantees (docs/MODES.md): with no crash, every
-// node's estimate converges to the exact weighted mean of the initial models plus all local
-// updates (exact mode: every node holds that mean, bit for bit, after each epoch that
-// completes); a node that crashes takes its mass with it, and the others converge to the mean
-// of what remains.
+// mixing on a GPU (CUDA) when one is usable, else on the CPU: push-sum with running sums per link
+// (the default), or exact mode, epochs of a hypercube schedule over the live membership. Every
+// connection starts with a hello that carries the model manifest and the algorithm: a peer
+// averaging another model, or with another algorithm, is refused and logged. Guarantees
+// (docs/MODES.md): with no crash, every node's estimate converges to the exact weighted mean of the
+// initial models plus all local updates (exact mode: every node holds that mean, bit for bit, after
+// each epoch that completes); a node that crashes takes its mass with it, and the others converge
+// to the mean of what remains.
 //
 // Threading: one event loop. Every member function must be called on the executor's thread
 // (post to it from elsewhere); handlers and events run there too. The node owns no thread.
@@ -40,6 +40,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/result.hpp>
 
+#include "gpu/backend.hpp"
 #include "runtime/log.hpp"
 #include "runtime/model_file.hpp"
 #include "transport/identity.hpp"
@@ -65,7 +66,10 @@ struct node_options {
   std::string http_listen;         // host:port of /metrics /livez /readyz /status; "" = off
   std::filesystem::path data_dir;  // checkpoints; "" = none
 
-  averaging algorithm = averaging::push_sum;   // every member of a mesh must use the same
+  averaging algorithm = averaging::push_sum;  // every member of a mesh must use the same
+  // Where mixing runs: CUDA when a device is usable (automatic), or the one named. The model
+  // then lives in device memory; shares cross to and from it through pinned host memory.
+  gpu::backend_choice device = gpu::backend_choice::automatic;
   std::int64_t tick_interval_us = 20'000;      // averaging: one share to one live member per tick
   std::int64_t epoch_interval_us = 1'000'000;  // exact: from the start of one epoch to the next
   std::int64_t probe_interval_us = 1'000'000;  // membership: one probe per interval
@@ -94,6 +98,7 @@ struct node_event {
 struct node_status {
   std::string id;                 // this node's peer id (32 hex digits)
   std::string address;            // advertised
+  std::string backend;            // where mixing runs: "cpu" or "cuda"
   std::size_t members_alive = 0;  // self included
   std::size_t peers_connected = 0;
   double weight = 0.0;                                       // w: the estimate is x / w

@@ -11,6 +11,7 @@ std::string status_json(const node_status& s) {
   boost::json::object o;
   o["id"] = s.id;
   o["address"] = s.address;
+  o["backend"] = s.backend;
   o["members_alive"] = s.members_alive;
   o["peers_connected"] = s.peers_connected;
   o["weight"] = s.weight;

@@ -49,6 +49,7 @@ struct run_options {
   double probe_ms = 1000;
   double checkpoint_s = 30;
   double epoch_s = 1;
+  std::string device = "auto";
   std::string log_level = "info";
   std::string algorithm = "push-sum";
 };
@@ -96,6 +97,11 @@ void add_run_options(CLI::App& run, run_options& o) {
                  "end with every node on the exact mean, bit for bit); the same on every node")
       ->envname("MWS_ALGORITHM")
       ->capture_default_str();
+  run.add_option("--device", o.device,
+                 "Where to mix: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda")
+      ->envname("MWS_DEVICE")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   run.add_option("--epoch-s", o.epoch_s, "exact: begin an epoch this often")
       ->envname("MWS_EPOCH_S")
       ->check(CLI::Range(0.01, 1e6))
@@ -135,6 +141,9 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
               : o.log_level == "error" ? runtime::log_level::error
                                        : runtime::log_level::info;
   n.epoch_interval_us = static_cast<std::int64_t>(o.epoch_s * 1e6);
+  n.device = o.device == "cpu"    ? gpu::backend_choice::cpu
+             : o.device == "cuda" ? gpu::backend_choice::cuda
+                                  : gpu::backend_choice::automatic;
   if (auto a = runtime::parse_averaging(o.algorithm)) {
     n.algorithm = *a;
   } else {

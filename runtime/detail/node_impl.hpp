@@ -21,6 +21,7 @@
 #include "runtime/checkpoint.hpp"
 #include "runtime/detail/peers.hpp"
 #include "runtime/detail/spawn.hpp"
+#include "runtime/detail/staging.hpp"
 #include "runtime/http_server.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
@@ -49,12 +50,13 @@ inline gossip::manifest to_gossip_manifest(const manifest& m) {
   return out;
 }
 
-// Tensor t of the estimate x / w, in its dtype, into `out`.
-inline void write_estimate(const gossip::model& st, std::size_t t, std::span<std::byte> out) {
-  const auto v = st.x[t];
-  for (std::size_t k = 0; k < v.numel; ++k) {
-    const double x = static_cast<double>(gpu::load_as_f32(v.data, v.type, k));
-    gpu::store_from_f32(out.data(), v.type, k, static_cast<float>(x / st.w));
+// The estimate x / w of one tensor (x's bytes in `type`) into `out`, in the same dtype.
+inline void write_estimate(std::span<const std::byte> x, gpu::dtype type, double w,
+                           std::span<std::byte> out) {
+  const auto numel = x.size() / gpu::dtype_size(type);
+  for (std::size_t k = 0; k < numel; ++k) {
+    const double v = static_cast<double>(gpu::load_as_f32(x.data(), type, k));
+    gpu::store_from_f32(out.data(), type, k, static_cast<float>(v / w));
   }
 }
 
@@ -144,6 +146,18 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     }
   }
 
+  // Tensors of a model file into the backend's memory (dst: one per manifest entry).
+  boost::system::error_code upload(gossip::tensor_set& dst, const model_file& src) {
+    std::vector<std::span<const std::byte>> bytes;
+    for (std::size_t t = 0; t < spec.tensors.size(); ++t)
+      bytes.push_back(src.tensor_bytes(t));
+    return detail::upload(*backend, *stream, dst, bytes);
+  }
+  // x readable from the host (on the CPU backend, x itself: read it before the loop moves on).
+  gpu::result<detail::host_tensors> host_x() {
+    return detail::download(*backend, *stream, averaging->state().x, nullptr);
+  }
+
   gossip::peer_id id_of(const public_key& k) {
     auto [it, fresh] = ids.emplace(k, gossip::peer_id{static_cast<std::uint32_t>(keys.size())});
     if (fresh) {
@@ -181,17 +195,22 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     const auto header = gossip::encode_header(msg, gspec, &layout);
     out.head.insert(out.head.end(), header.begin(), header.end());
     if (msg.tensors) {
+      // On a GPU the payload comes to pinned host memory first (its bytes are final then).
+      auto host = detail::download(*backend, *stream, *msg.tensors, msg.tensors);
+      if (!host) {
+        log.log(log_level::error, "send_failed", {{"error", host.error().message()}});
+        return;
+      }
       std::size_t at = layout.header_bytes;
       for (std::size_t t = 0; t < msg.tensors->size(); ++t) {
-        const auto v = (*msg.tensors)[t];
-        const auto bytes = v.numel * gpu::dtype_size(v.type);
+        const auto bytes = host->tensors[t];
         if (layout.tensor_offsets[t] > at)
           out.tail.emplace_back(zeros.data(), layout.tensor_offsets[t] - at);
-        out.tail.emplace_back(v.data, bytes);
-        at = layout.tensor_offsets[t] + bytes;
+        out.tail.emplace_back(bytes.data(), bytes.size());
+        at = layout.tensor_offsets[t] + bytes.size();
       }
       if (layout.total_bytes > at) out.tail.emplace_back(zeros.data(), layout.total_bytes - at);
-      out.keep = msg.tensors;
+      out.keep = std::move(host->keep);
     }
     auto addr = addresses.find(key);
     links->send(key, addr == addresses.end() ? std::string{} : addr->second, std::move(out));
@@ -270,6 +289,12 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     // receive buffer, and the large-message slot it holds, are released when this returns.
     auto m = gossip::decode(body, gspec, nullptr);
     if (!m) return refused_message(key, m.error());
+    auto payload = detail::to_backend(*backend, *stream, m->tensors, gspec);
+    if (!payload) {
+      log.log(log_level::error, "receive_failed", {{"error", payload.error().message()}});
+      return;
+    }
+    m->tensors = std::move(*payload);
     if (auto ec = averaging->on_message(id_of(key), *m, now, *this)) refused_message(key, ec);
   }
 
@@ -294,9 +319,15 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     // Exact mode: an extra member holds nothing between handing its share over and getting
     // its part back; the previous checkpoint stands.
     if (!(st.w > 0.0)) return;
+    auto x = host_x();
+    if (!x) {
+      log.log(log_level::error, "checkpoint_failed", {{"why", x.error().message()}});
+      metrics.add("mws_checkpoints_failed_total", 1);
+      return;
+    }
     model_file out(spec);
     for (std::size_t t = 0; t < spec.tensors.size(); ++t) {
-      std::memcpy(out.tensor_bytes(t).data(), st.x[t].data, out.tensor_bytes(t).size());
+      std::memcpy(out.tensor_bytes(t).data(), x->tensors[t].data(), x->tensors[t].size());
     }
     char weight[64];
     std::snprintf(weight, sizeof weight, "%a", st.w);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 
@@ -130,6 +131,43 @@ TEST_CASE("exact mode: five embedded nodes hold the same bits, the exact mean, a
     CHECK(values_of(n->estimate().value()) == first);
   // The mean of 0..4 is 2; every value below is a small dyadic multiple of it.
   CHECK(first == std::vector<float>{2, 4, 0.5f, -2});
+}
+
+// The CUDA path: where no GPU is usable the case says so and passes, unless
+// MWS_TEST_REQUIRE_CUDA is set (the GPU machine's runs set it, so a silent CPU fallback fails).
+TEST_CASE("on a CUDA device, embedded nodes mix in device memory and reach the exact mean") {
+  for (const auto algorithm : {averaging::push_sum, averaging::exact}) {
+    CAPTURE(to_string(algorithm));
+    mesh m;
+    const auto on_gpu = [&](node_options& o) {
+      o.device = gpu::backend_choice::cuda;
+      o.algorithm = algorithm;
+      o.epoch_interval_us = 300'000;
+    };
+    {
+      node_options probe;
+      probe.key_file = m.dir.path / "probe.key";
+      probe.device = gpu::backend_choice::cuda;
+      probe.log_min = log_level::error;
+      auto n = node::create(m.io.get_executor(), probe, f32_model({1}));
+      if (!n && std::getenv("MWS_TEST_REQUIRE_CUDA") == nullptr) {
+        MESSAGE("skipped: " << n.error().message);
+        return;
+      }
+      REQUIRE_MESSAGE(n.has_value(), (n ? "" : n.error().message));
+    }
+    m.add(f32_model({1, 2, 3, 4}), on_gpu);
+    m.add(f32_model({4, 4, 4, 4}), on_gpu);
+    m.add(f32_model({-2, 0, 2, 7}), on_gpu);
+    m.add(f32_model({5, -2, 1, 1}), on_gpu);
+    for (const auto& n : m.nodes)
+      CHECK(n->status().backend == "cuda");
+    const std::vector<float> exact{2, 1, 2.5f, 4};
+    CHECK(run_until(m.io, [&] { return m.worst_error(exact) < 1e-5; }));
+    // A local update crosses to the device too: the mean moves by delta / 4.
+    REQUIRE(m.nodes[1]->apply_local_update(f32_model({4, 4, 4, 4})).has_value());
+    CHECK(run_until(m.io, [&] { return m.worst_error({3, 2, 3.5f, 5}) < 1e-5; }));
+  }
 }
 
 TEST_CASE("a node that averages with another algorithm is refused") {
