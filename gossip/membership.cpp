@@ -45,7 +45,7 @@ void membership::start(time_us now_us, membership_sink& out) {
   next_probe_us_ =
       now_us + static_cast<time_us>(rng_.below(static_cast<std::uint64_t>(cfg_.probe_interval_us)));
   next_push_pull_us_ = now_us + cfg_.push_pull_interval_us;
-  next_reconnect_us_ = now_us + cfg_.reconnect_interval_us;
+  next_reconnect_us_ = now_us + reconnect_interval();
   next_gossip_us_ = now_us + cfg_.gossip_interval_us;
   for (const auto& seed : cfg_.seeds) {
     if (seed == cfg_.self_address) continue;
@@ -146,7 +146,7 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
   }
   if (now_us >= next_reconnect_us_) {
     reconnect(now_us, out);
-    next_reconnect_us_ = now_us + cfg_.reconnect_interval_us;
+    next_reconnect_us_ = now_us + reconnect_interval();
   }
   rearm(now_us, out);
 }
@@ -475,6 +475,16 @@ void membership::gossip_to_random_members(membership_sink& out) {
     ++stats_.gossips;
     out.send(to(id), swim::gossip{std::move(updates)});
   }
+}
+
+time_us membership::reconnect_interval() const noexcept {
+  // A node with seeds and no live member yet (its seed was not up when it started, say) tries
+  // again every probe interval instead of waiting the whole reconnect interval.
+  const bool alone = alive_count() <= 1 &&
+                     std::any_of(cfg_.seeds.begin(), cfg_.seeds.end(),
+                                 [&](const std::string& s) { return s != cfg_.self_address; });
+  return alone ? std::min(cfg_.probe_interval_us, cfg_.reconnect_interval_us)
+               : cfg_.reconnect_interval_us;
 }
 
 void membership::reconnect(time_us, membership_sink& out) {

@@ -132,6 +132,7 @@ struct membership_config {
   std::uint32_t awareness_max = 8;          // Lifeguard local health levels
   time_us push_pull_interval_us = 30'000'000;
   time_us reconnect_interval_us = 10'000'000;  // re-dial a seed and a recently dead member
+                                               // (every probe interval while alone)
   time_us dead_retention_us = 600'000'000;     // forget dead members after this
   std::size_t members_max = 65536;             // table size; joins beyond it are refused
   std::size_t updates_per_message_max = 16;    // piggybacked updates per ping / ack
@@ -247,6 +248,7 @@ class membership {
   void push_pull_with_random_member(time_us now_us, membership_sink& out);
   void gossip_to_random_members(membership_sink& out);
   void reconnect(time_us now_us, membership_sink& out);
+  time_us reconnect_interval() const noexcept;
   void forget_old_dead(time_us now_us);
   void adjust_awareness(int delta);
   time_us scaled(time_us base) const noexcept;

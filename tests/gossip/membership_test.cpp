@@ -226,6 +226,17 @@ TEST_CASE("membership: a falsely suspected node refutes with a higher incarnatio
   CHECK(mesh.event_counts[membership_event::kind::failed] == 0);
 }
 
+TEST_CASE("membership: a node whose seed starts after it joins within a few probe intervals") {
+  swim_mesh mesh({.nodes = 2});
+  // n1 starts first and its first push-pull to the seed n0 finds nobody; n0 comes up 50 ms later.
+  mesh.partition([&](std::size_t, std::size_t) { return mesh.now() < 50 * ms; });
+  mesh.start_all();
+  const time_us took = run_until_true(mesh, 60 * s, [&] { return mesh.converged(); });
+  INFO("took " << took << " us");
+  CHECK(took >= 0);
+  CHECK(took <= 3 * s);  // the reconnect interval is 10 s; alone, a node re-dials every 1 s
+}
+
 TEST_CASE("membership: both sides of a healed partition find each other again") {
   swim_mesh mesh({.nodes = 12, .seed = 4});
   mesh.start_all();
