@@ -485,6 +485,66 @@ TEST_CASE("exact mode: a share lost on its way comes back when the epoch ends wi
   check_agree(*d, four, ratio(kept), 4 * 0x1p-24);
 }
 
+TEST_CASE("exact mode: churning, disagreeing views under loss never make or lose mass") {
+  auto backend = gpu::make_cpu_backend();
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    CAPTURE(seed);
+    constexpr std::size_t n = 7;
+    network lossy{.loss = 0.1, .duplicate = 0.1, .latency_min_us = 100, .latency_max_us = 3000};
+    auto d = driven_exact(*backend, n, 70 + seed, lossy);
+    const auto all = indices(n);
+    const auto before = mass_of(*d, all);
+    rng churn(seed);
+    // Every 7 ms one node takes a random subset (itself included) as its view: views differ
+    // most of the time, epochs begin, abort, and end early over and over.
+    const auto random_view = [&](std::size_t self) {
+      std::vector<peer_id> members;
+      for (std::size_t j = 0; j < n; ++j) {
+        if (j == self || churn.unit() < 0.7) members.push_back({static_cast<std::uint32_t>(j)});
+      }
+      return members;
+    };
+    for (const auto i : all)
+      REQUIRE(!d->set_members(i, random_view(i), churn.below(3)));
+    d->start();
+    for (int k = 0; k < 300; ++k) {
+      const auto i = static_cast<std::size_t>(churn.below(n));
+      REQUIRE(!d->set_members(i, random_view(i), churn.below(3)));
+      d->run(d->now() + 7'000);
+    }
+    // Then everyone agrees on the whole membership, on a clean network.
+    d->net() = network{};
+    set_all(*d, all, all_members(n), 99);
+    const auto settled = [&] {
+      return std::all_of(all.begin(), all.end(), [&](std::size_t i) {
+        return d->node(i).stats().round >= 1 && d->node(i).stats().step == 0;
+      });
+    };
+    const auto start_rounds = [&] {
+      std::vector<round_t> r;
+      for (const auto i : all)
+        r.push_back(d->node(i).stats().round);
+      return r;
+    }();
+    d->run(d->now() + 5'000'000, [&] {
+      for (const auto i : all) {
+        if (d->node(i).stats().round < start_rounds[i] + 2) return false;
+      }
+      return settled();
+    });
+    std::uint64_t abandoned = 0, returned = 0;
+    for (const auto i : all) {
+      abandoned += d->node(i).stats().epochs_abandoned;
+      returned += d->node(i).stats().gives_returned;
+    }
+    MESSAGE("epochs abandoned " << abandoned << ", shares returned " << returned);
+    CHECK(abandoned > 50);
+    const auto after = mass_of(*d, all);
+    CHECK(after.w == doctest::Approx(before.w).epsilon(1e-12));
+    check_agree(*d, all, ratio(before), 64 * 0x1p-24);
+  }
+}
+
 TEST_CASE("exact mode: set_members checks its list") {
   auto backend = gpu::make_cpu_backend();
   auto d = driven_exact(*backend, 3, 1);
