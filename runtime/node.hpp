@@ -13,7 +13,7 @@
 //
 // What it does: membership (SWIM + Lifeguard, gossip/membership.hpp) over authenticated,
 // encrypted connections (transport/), and averaging (gossip/node.hpp) with every live member,
-// mixing on a GPU (CUDA) when one is usable, else on the CPU: push-sum with running sums per link
+// mixing on the CPU or a GPU (CUDA): push-sum with running sums per link
 // (the default), or exact mode, epochs of a hypercube schedule over the live membership. Every
 // connection starts with a hello that carries the model manifest and the algorithm: a peer
 // averaging another model, or with another algorithm, is refused and logged. Guarantees
@@ -67,9 +67,10 @@ struct node_options {
   std::filesystem::path data_dir;  // checkpoints; "" = none
 
   averaging algorithm = averaging::push_sum;  // every member of a mesh must use the same
-  // Where mixing runs: CUDA when a device is usable (automatic), or the one named. The model
-  // then lives in device memory; shares cross to and from it through pinned host memory.
-  gpu::backend_choice device = gpu::backend_choice::automatic;
+  // Where mixing runs. On CUDA the model lives in device memory and shares cross to and from
+  // it through pinned host memory, which today costs more than it saves (docs/BENCHMARKS.md),
+  // hence the CPU by default; automatic: CUDA when a device is usable.
+  gpu::backend_choice device = gpu::backend_choice::cpu;
   std::int64_t tick_interval_us = 20'000;      // averaging: one share to one live member per tick
   std::int64_t epoch_interval_us = 1'000'000;  // exact: from the start of one epoch to the next
   std::int64_t probe_interval_us = 1'000'000;  // membership: one probe per interval

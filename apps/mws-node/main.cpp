@@ -49,7 +49,7 @@ struct run_options {
   double probe_ms = 1000;
   double checkpoint_s = 30;
   double epoch_s = 1;
-  std::string device = "auto";
+  std::string device = "cpu";
   std::string log_level = "info";
   std::string algorithm = "push-sum";
 };
@@ -98,7 +98,8 @@ void add_run_options(CLI::App& run, run_options& o) {
       ->envname("MWS_ALGORITHM")
       ->capture_default_str();
   run.add_option("--device", o.device,
-                 "Where to mix: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda")
+                 "Where to mix: cpu, cuda (a GPU; slower today, see docs/BENCHMARKS.md) or auto "
+                 "(a CUDA GPU when one is usable, else the CPU)")
       ->envname("MWS_DEVICE")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();

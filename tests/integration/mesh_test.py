@@ -624,6 +624,12 @@ class OperatorInputTest(MeshTestCase):
         self.assertEqual(seed.status()["members_alive"], 1)
         self.assertEqual(self.stop_all([seed]), [0])
 
+    def test_device_cuda_without_a_usable_gpu_exits_saying_why(self):
+        if os.path.exists("/dev/nvidia0"):
+            self.skipTest("this machine has a GPU")
+        done = self.run_node("--random-init", "10", "--device", "cuda")
+        self.assert_refused(done, "--device cuda:", logs=True)
+
     def test_status_and_export_without_a_node_fail_with_a_message(self):
         port = mwsmesh.free_ports(1)[0]
         for argv in (["status"], ["export", "--out", self.path("out.safetensors")]):
