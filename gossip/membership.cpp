@@ -477,14 +477,23 @@ void membership::gossip_to_random_members(membership_sink& out) {
   }
 }
 
-time_us membership::reconnect_interval() const noexcept {
-  // A node with seeds and no live member yet (its seed was not up when it started, say) tries
-  // again every probe interval instead of waiting the whole reconnect interval.
+time_us membership::reconnect_interval() noexcept {
+  // A node with seeds and no live member (its seed was not up when it started, say) tries
+  // again sooner: after a probe interval, doubling up to the reconnect interval, each time
+  // with up to half of it added at random, so that nodes started together do not dial in step.
   const bool alone = alive_count() <= 1 &&
                      std::any_of(cfg_.seeds.begin(), cfg_.seeds.end(),
                                  [&](const std::string& s) { return s != cfg_.self_address; });
-  return alone ? std::min(cfg_.probe_interval_us, cfg_.reconnect_interval_us)
-               : cfg_.reconnect_interval_us;
+  if (!alone) {
+    alone_backoff_us_ = 0;
+    return cfg_.reconnect_interval_us;
+  }
+  alone_backoff_us_ = alone_backoff_us_ == 0
+                          ? std::min(cfg_.probe_interval_us, cfg_.reconnect_interval_us)
+                          : std::min(2 * alone_backoff_us_, cfg_.reconnect_interval_us);
+  const auto jitter =
+      static_cast<time_us>(rng_.below(static_cast<std::uint64_t>(alone_backoff_us_ / 2 + 1)));
+  return alone_backoff_us_ + jitter;
 }
 
 void membership::reconnect(time_us, membership_sink& out) {

@@ -132,7 +132,7 @@ struct membership_config {
   std::uint32_t awareness_max = 8;          // Lifeguard local health levels
   time_us push_pull_interval_us = 30'000'000;
   time_us reconnect_interval_us = 10'000'000;  // re-dial a seed and a recently dead member
-                                               // (every probe interval while alone)
+                                               // (alone: from one probe interval, doubling)
   time_us dead_retention_us = 600'000'000;     // forget dead members after this
   std::size_t members_max = 65536;             // table size; joins beyond it are refused
   std::size_t updates_per_message_max = 16;    // piggybacked updates per ping / ack
@@ -248,7 +248,7 @@ class membership {
   void push_pull_with_random_member(time_us now_us, membership_sink& out);
   void gossip_to_random_members(membership_sink& out);
   void reconnect(time_us now_us, membership_sink& out);
-  time_us reconnect_interval() const noexcept;
+  time_us reconnect_interval() noexcept;
   void forget_old_dead(time_us now_us);
   void adjust_awareness(int delta);
   time_us scaled(time_us base) const noexcept;
@@ -278,6 +278,7 @@ class membership {
   time_us next_probe_us_ = 0;
   time_us next_push_pull_us_ = 0;
   time_us next_reconnect_us_ = 0;
+  time_us alone_backoff_us_ = 0;  // the current re-dial interval while alone (0: not alone)
   time_us next_gossip_us_ = 0;
   time_us armed_for_us_ = -1;  // the earliest timer asked of the driver and not yet due
   membership_stats stats_;

@@ -18,17 +18,24 @@ using detail::register_endpoints;
 namespace {
 
 node_result<unsigned short> parse_port(const std::string& address, const std::string& text) {
-  char* end = nullptr;
-  const auto port = std::strtoul(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || port > 65535) {
+  const bool digits =
+      !text.empty() && text.size() <= 5 &&
+      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const auto port = digits ? std::strtoul(text.c_str(), nullptr, 10) : 0;
+  if (!digits || port > 65535) {
     return node_error{"'" + address + "': '" + text + "' is not a port number"};
   }
   return static_cast<unsigned short>(port);
 }
 
 // A DNS name as RFC 1123 allows: dot-separated labels of letters, digits and '-', none
-// starting or ending with '-', each at most 63 bytes, 253 in all.
+// starting or ending with '-', each at most 63 bytes, 253 in all, the last not all digits (so
+// that "127.1" or "123" is not taken for a name and resolved as an abbreviated IP address).
 bool is_host_name(std::string_view h) {
+  const auto last = h.substr(h.rfind('.') + 1);
+  if (std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
   if (h.empty() || h.size() > 253) return false;
   std::size_t label = 0;
   char previous = '.';
@@ -61,12 +68,21 @@ node_result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& address) 
 }
 
 node_result<void> check_address(const std::string& address) {
+  if (address.size() > gossip::max_address_bytes) {
+    return node_error{"an address of more than " + std::to_string(gossip::max_address_bytes) +
+                      " bytes"};
+  }
   const auto parts = detail::split_host_port(address);
   if (!parts) return node_error{"'" + address + "' is not host:port"};
   const auto& [host, port_text] = *parts;
+  const bool bracketed = address.front() == '[';
   boost::system::error_code ec;
-  (void)asio::ip::make_address(host, ec);
-  if (ec && !is_host_name(host)) {
+  const auto ip = asio::ip::make_address(host, ec);
+  if (!ec && ip.is_v6() != bracketed) {
+    return node_error{"'" + address + "': write an IPv6 address in brackets, [addr]:port, and " +
+                      "nothing else"};
+  }
+  if (ec && (bracketed || !is_host_name(host))) {
     return node_error{"'" + address + "': '" + host + "' is neither an IP address nor a host name"};
   }
   auto port = parse_port(address, port_text);
@@ -301,17 +317,29 @@ node_result<void> node::apply_local_update(const model_file& delta, double weigh
   if (!std::isfinite(weight_delta) || n.averaging->state().w + weight_delta <= 0.0) {
     return node_error{"the weight update must be finite and leave a positive weight"};
   }
-  auto staged = gossip::tensor_set::allocate(*n.backend, n.gspec);
-  if (!staged) return node_error{"cannot allocate the update: " + staged.error().message()};
-  if (auto ec = n.upload(*staged, delta)) {
-    return node_error{"cannot load the update into the backend: " + ec.message()};
-  }
+  // The CPU backend reads the update where it is; a GPU gets a device copy, released only
+  // once the stream has used it.
   std::vector<gpu::const_tensor_view> views;
-  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
-    views.push_back((*staged)[t]);
+  gossip::tensor_set staged;
+  if (detail::host_backend(*n.backend)) {
+    for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
+      views.emplace_back(delta.tensor_bytes(t).data(), n.gspec[t].numel, n.gspec[t].type,
+                         gpu::memory_space::host);
+    }
+  } else {
+    auto device = gossip::tensor_set::allocate(*n.backend, n.gspec);
+    if (!device) return node_error{"cannot allocate the update: " + device.error().message()};
+    staged = std::move(*device);
+    if (auto ec = n.upload(staged, delta)) {
+      return node_error{"cannot load the update into the backend: " + ec.message()};
+    }
+    for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
+      views.push_back(staged[t]);
+  }
   if (auto ec = n.averaging->apply_local_update(views, weight_delta, n.now_us())) {
     return node_error{"local update failed: " + ec.message()};
   }
+  if (auto ec = n.stream->synchronize()) return node_error{"local update failed: " + ec.message()};
   return {};
 }
 

@@ -88,6 +88,8 @@ void declare_metrics(metrics_registry& m) {
       "mws_epochs_abandoned_total", k::counter,
       "Exact mode: epochs ended early (a member failed, or views of the membership differed).");
   m.declare("mws_checkpoints_total", k::counter, "Checkpoints written.");
+  m.declare("mws_backend_errors_total", k::counter,
+            "Shares not sent or not received because the compute backend failed (GPU).");
   m.declare("mws_checkpoints_failed_total", k::counter, "Checkpoints that could not be written.");
 }
 

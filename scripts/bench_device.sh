@@ -1,54 +1,83 @@
 #!/usr/bin/env bash
 # Exact-mode epochs on the CPU backend and on CUDA, same machine, same run, for machines without
 # Python (the GPU machines): N mws-node processes on loopback, each with its own random model of
-# PARAMS f32 parameters, join through one seed; the clock runs from the launch until every
-# node's /status reports a completed epoch (every node then holds the exact mean, bit for bit;
-# scripts/bench_agreement.py checks that against numpy where Python is available).
+# PARAMS f32 parameters, join through one seed. The clock runs from the launch until a status
+# poll finds every node seeing all N members with a completed epoch, and the exports of all N
+# nodes, fetched then, are identical byte for byte (the same bits everywhere: an epoch over the
+# whole membership has completed; scripts/bench_agreement.py also checks the value against
+# numpy where Python is available).
 #   scripts/bench_device.sh BUILD_DIR [NODES...]      (PARAMS=10000000 by default)
 set -euo pipefail
 build=${1:?usage: scripts/bench_device.sh BUILD_DIR [NODES...]}
 shift
-node_counts=("${@:-4 8}")
+node_counts=("$@")
+((${#node_counts[@]})) || node_counts=(4 8)
 params=${PARAMS:-10000000}
 bin="$build/apps/mws-node/mws-node"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# Nodes start in a subshell ($(run_mesh ...)): their pids go to a file, for this trap.
+trap 'kill $(cat "$work"/pids 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-epochs_of() {  # the epochs_completed field of a node's status, or -1
-  local s
+field_of() {  # field_of PORT NAME: a numeric field of a node's status, or -1
+  local s v
   s=$("$bin" status --http "127.0.0.1:$1" 2>/dev/null) || { echo -1; return; }
-  sed -n 's/.*"epochs_completed":\([0-9]*\).*/\1/p' <<<"$s"
+  v=$(sed -n "s/.*\"$2\":\\([0-9]*\\).*/\\1/p" <<<"$s")
+  echo "${v:--1}"
 }
 
-run_mesh() {  # run_mesh DEVICE NODES -> prints seconds to a completed epoch everywhere
-  local device=$1 n=$2 base=$((20000 + RANDOM % 20000)) pids=() start
+same_exports() {  # same_exports BASE N: every node's export identical
+  local first="" i sum
+  for ((i = 0; i < $2; i++)); do
+    "$bin" export --http "127.0.0.1:$(($1 + 2 * i + 1))" --out "$work/export" >/dev/null 2>&1 ||
+      return 1
+    sum=$(cksum <"$work/export")
+    [[ -z "$first" ]] && first=$sum
+    [[ "$sum" == "$first" ]] || return 1
+  done
+}
+
+run_mesh() {  # run_mesh DEVICE NODES: prints seconds until all agree, or why not
+  local device=$1 n=$2 base=$((20000 + RANDOM % 12000)) pids=() start i
   start=$(date +%s.%N)
   for ((i = 0; i < n; i++)); do
-    local seed_args=()
-    ((i > 0)) && seed_args=(--seed "127.0.0.1:$base")
+    local seed_args=(--listen "127.0.0.1:$((base + 2 * i))")
+    ((i > 0)) && seed_args+=(--seed "127.0.0.1:$base")
     "$bin" run --key "$work/key-$i" --random-init "$params" --init-seed $((i + 1)) \
-      --listen "127.0.0.1:$((base + 2 * i))" --http "127.0.0.1:$((base + 2 * i + 1))" \
-      --algorithm exact --epoch-s 1 --device "$device" --log-level error "${seed_args[@]}" \
-      2>>"$work/log-$device-$n" &
+      --http "127.0.0.1:$((base + 2 * i + 1))" --algorithm exact --epoch-s 1 \
+      --device "$device" --log-level error "${seed_args[@]}" 2>>"$work/log-$device-$n" &
     pids+=($!)
+    echo $! >>"$work/pids"
   done
-  local done_at=""
-  for ((tries = 0; tries < 6000; tries++)); do
-    local all=1 p
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { all=2; break; }; done
+  local done_at="" tries p all
+  for ((tries = 0; tries < 3000; tries++)); do
+    all=1
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || all=2; done
     ((all == 2)) && break  # a node exited: its log says why
     for ((i = 0; i < n; i++)); do
-      (($(epochs_of $((base + 2 * i + 1))) >= 1)) || { all=0; break; }
+      local port=$((base + 2 * i + 1))
+      if (($(field_of "$port" members_alive) != n || $(field_of "$port" epochs_completed) < 1))
+      then
+        all=0
+        break
+      fi
     done
-    if ((all)); then done_at=$(date +%s.%N); break; fi
+    if ((all == 1)); then
+      local seen
+      seen=$(date +%s.%N)
+      if same_exports "$base" "$n"; then done_at=$seen; break; fi
+    fi
     sleep 0.05
   done
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  if [[ -z "$done_at" ]]; then echo "none ($(tail -n 1 "$work/log-$device-$n" 2>/dev/null))"; else awk "BEGIN { printf \"%.2f\", $done_at - $start }"; fi
+  if [[ -z "$done_at" ]]; then
+    echo "none ($(tail -n 1 "$work/log-$device-$n" 2>/dev/null))"
+  else
+    awk "BEGIN { printf \"%.2f\", $done_at - $start }"
+  fi
 }
 
-for n in ${node_counts[*]}; do
+for n in "${node_counts[@]}"; do
   cpu=$(run_mesh cpu "$n")
   cuda=$(run_mesh cuda "$n")
   echo "$n nodes, $params f32 params, exact mode: cpu backend $cpu s, cuda backend $cuda s"

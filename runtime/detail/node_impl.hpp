@@ -199,6 +199,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       auto host = detail::download(*backend, *stream, *msg.tensors, msg.tensors);
       if (!host) {
         log.log(log_level::error, "send_failed", {{"error", host.error().message()}});
+        metrics.add("mws_backend_errors_total", 1);
         return;
       }
       std::size_t at = layout.header_bytes;
@@ -292,10 +293,13 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     auto payload = detail::to_backend(*backend, *stream, m->tensors, gspec);
     if (!payload) {
       log.log(log_level::error, "receive_failed", {{"error", payload.error().message()}});
+      metrics.add("mws_backend_errors_total", 1);
       return;
     }
     m->tensors = std::move(*payload);
     if (auto ec = averaging->on_message(id_of(key), *m, now, *this)) refused_message(key, ec);
+    // A device copy of the payload may still be read by work on the stream.
+    if (!detail::host_backend(*backend)) (void)stream->synchronize();
   }
 
   void refused_message(const public_key& key, boost::system::error_code ec) {

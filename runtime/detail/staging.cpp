@@ -18,7 +18,10 @@ boost::system::error_code upload(gpu::backend& b, gpu::stream& s, gossip::tensor
   for (std::size_t t = 0; t < dst.size(); ++t) {
     const auto to = dst.mutable_view(t);
     const gpu::const_tensor_view from(src[t].data(), to.numel, to.type, gpu::memory_space::host);
-    if (auto ec = b.copy(s, to, from)) return ec;
+    if (auto ec = b.copy(s, to, from)) {
+      (void)s.synchronize();  // let the copies already queued finish before src may go
+      return ec;
+    }
   }
   return s.synchronize();
 }
@@ -47,7 +50,10 @@ gpu::result<host_tensors> download(gpu::backend& b, gpu::stream& s, const gossip
     const auto from = src[t];
     const gpu::tensor_view to{base + offsets[t], from.numel, from.type,
                               gpu::memory_space::pinned_host};
-    if (auto ec = b.copy(s, to, from)) return ec;
+    if (auto ec = b.copy(s, to, from)) {
+      (void)s.synchronize();  // the staging buffer goes with this return
+      return ec;
+    }
     out.tensors.push_back({base + offsets[t], from.bytes()});
   }
   if (auto ec = s.synchronize()) return ec;

@@ -236,14 +236,17 @@ TEST_CASE("bad options and a busy port are refused with one clear sentence") {
       o.advertise = ok;
       CHECK(node::create(io.get_executor(), o, f32_model({1})).has_value());
     }
-    for (const auto* bad : {"nocolon", "host_name:7400", "-lead.example:1", "a..b:1", "10.0.0.1:0",
-                            "10.0.0.1:70000", "example.org:port", ":7400"}) {
+    const std::string long_name = std::string(250, 'a') + ":7400";
+    for (const std::string bad :
+         {"nocolon", "host_name:7400", "-lead.example:1", "a..b:1", "10.0.0.1:0", "10.0.0.1:70000",
+          "example.org:port", ":7400", "123:80", "127.1:80", "fe80::1:7000", "[1.2.3.4]:80",
+          "[name]:80", "10.0.0.1:+80", "10.0.0.1: 80", long_name.c_str()}) {
       CAPTURE(bad);
       o.seeds = {bad};
       o.advertise.clear();
       auto n = node::create(io.get_executor(), o, f32_model({1}));
       REQUIRE_FALSE(n.has_value());
-      CHECK(n.error().message.find(bad) != std::string::npos);
+      if (bad.size() < 200) CHECK(n.error().message.find(bad) != std::string::npos);
       o.seeds.clear();
       o.advertise = bad;
       CHECK_FALSE(node::create(io.get_executor(), o, f32_model({1})).has_value());
