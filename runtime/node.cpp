@@ -219,6 +219,10 @@ node_result<void> node::start() {
   // to receive a share (one at a time) holds at most this much of each other's.
   lc.connection.handshake.limits.frame_bytes_max = 1u << 20;
   lc.connection.handshake.limits.window_bytes = 4u << 20;
+  // Many members may share one address (a NAT, or a test mesh on loopback), each with up to two
+  // connections to us (both sides may dial at once): the transport's default of 8 per address
+  // kept the 8th node of a loopback mesh out.
+  lc.connections_per_address_max = 64;
   auto l = transport::listener::open(n.ex, *where, n.self, lc);
   if (!l) {
     return node_error{"cannot listen on " + n.opts.listen + ": " + l.error().message()};

@@ -220,6 +220,22 @@ class MeshTest(MeshTestCase):
         for i, n in enumerate(nodes):
             self.assertTrue(self.events(n, "node_stopping"), f"node {i} logged no node_stopping")
 
+    def test_ten_nodes_started_before_their_seed_all_join_it(self):
+        """The joiners find nobody at first and re-dial; ten members on one address (loopback)
+        stay within the listener's per-address connection limit."""
+        paths, exact = self.models(10, SMALL, seed=14)
+        port, http_port = mwsmesh.free_ports(2)
+        seed_address = f"127.0.0.1:{port}"
+        joiners = [self.new_node(f"joiner-{i}", p, [seed_address]) for i, p in
+                   enumerate(paths[1:], start=1)]
+        seed = mwsmesh.Node(BINARY, os.path.join(self.dir, "seed"), port, http_port, paths[0])
+        self.nodes.append(seed)
+        self.start(seed)
+        nodes = [seed, *joiners]
+        self.wait_members(nodes, 10)
+        self.assert_agreement(nodes, exact, "10 nodes that started before their seed")
+        self.assertEqual(self.stop_all(nodes), [0] * 10)
+
     def test_a_seed_given_by_host_name_is_resolved_and_joined(self):
         paths, exact = self.models(2, SMALL, seed=13)
         seed = self.new_node("seed", paths[0])
