@@ -6,78 +6,11 @@
 #include <bit>
 
 #include "gossip/detail/assert.hpp"
+#include "gossip/detail/exact_plan.hpp"
 #include "gossip/detail/node_base.hpp"
 
 namespace mws::gossip::detail {
 namespace {
-
-enum class part : std::uint8_t { none, give, fold, exchange, take };
-
-// One epoch's plan: its members in schedule order (self included) and who does what when.
-struct schedule {
-  round_t epoch = 0;
-  std::vector<peer_id> members;
-  std::uint64_t view = 0;
-  std::size_t n = 0, p = 0, m = 0, idx = 0;
-  std::uint32_t k = 0;
-
-  schedule() = default;
-  schedule(round_t e, std::vector<peer_id> ms, std::uint64_t v, peer_id self)
-      : epoch(e), members(std::move(ms)), view(v) {
-    n = members.size();
-    p = std::bit_floor(n);
-    k = static_cast<std::uint32_t>(std::countr_zero(p));
-    m = n - p;
-    idx =
-        static_cast<std::size_t>(std::find(members.begin(), members.end(), self) - members.begin());
-    MWS_ASSERT(idx < n && k + 1 <= max_exact_step);
-  }
-
-  std::uint32_t last_step() const noexcept { return k + 1; }
-
-  // What member `i` does at `step`, and with which member index.
-  part part_of(std::size_t i, std::uint32_t step, std::size_t* partner) const noexcept {
-    if (step == 0 || step == last_step()) {
-      if (m == 0) return part::none;
-      if (i >= p) {
-        *partner = i - p;
-        return step == 0 ? part::give : part::take;
-      }
-      if (i < m) {
-        *partner = i + p;
-        return step == 0 ? part::fold : part::give;
-      }
-      return part::none;
-    }
-    if (i >= p) return part::none;
-    *partner = i ^ (std::size_t{1} << (step - 1));
-    return part::exchange;
-  }
-
-  // What this node does at `step`, and with whom.
-  part mine(std::uint32_t step, peer_id* partner, bool* low = nullptr) const noexcept {
-    std::size_t j = 0;
-    const part r = part_of(idx, step, &j);
-    if (r != part::none) *partner = members[j];
-    if (low) *low = idx < j;
-    return r;
-  }
-
-  // Whether this node takes a value from `from` at `step` (fold, exchange or take).
-  bool takes_from(std::uint32_t step, peer_id from) const noexcept {
-    if (step > last_step()) return false;
-    peer_id partner;
-    const part r = mine(step, &partner);
-    return (r == part::fold || r == part::exchange || r == part::take) && partner == from;
-  }
-
-  // Whether this node gives to `to` at `step` (an extra member's mass, or half of it back).
-  bool gives_to(std::uint32_t step, peer_id to) const noexcept {
-    if (step > last_step()) return false;
-    peer_id partner;
-    return mine(step, &partner) == part::give && partner == to;
-  }
-};
 
 class exact_node final : public node_base {
  public:
@@ -168,8 +101,8 @@ class exact_node final : public node_base {
     round_t epoch = 0;
     std::uint32_t step = 0;
     peer_id peer;
-    part what = part::exchange;  // exchange (x: the value sent), give (x: the share), or the
-                                 // fold / take applied (no x)
+    step_role what = step_role::exchange;  // exchange (x: the value sent), give (x: the share), or
+                                           // the fold / take applied (no x)
     payload_ptr x;
     double w = 0.0;
     std::uint64_t view = 0;  // the epoch's view, sent with repeats
@@ -252,7 +185,7 @@ class exact_node final : public node_base {
     }
     if (here && request && cur_.gives_to(t, from)) return {};  // it comes when we get there
     if (auto* s = find(e, t, from)) {
-      if (s->what == part::exchange && !s->answered && msg.header.view == s->view) {
+      if (s->what == step_role::exchange && !s->answered && msg.header.view == s->view) {
         // We gave up waiting (a member failed, or the partner was silent), but sent our value:
         // the partner may have applied it, so we apply theirs now, as a local change. (Same
         // view, same plan: the sender's step with us is this exchange too.)
@@ -267,7 +200,7 @@ class exact_node final : public node_base {
         send_control(out, message_kind::exact_ack, e, t, from);
         return {};
       }
-      if (s->what == part::give) {
+      if (s->what == step_role::give) {
         ++stats_.ignored;  // a taker's request: the give itself was repeated above
         return {};
       }
@@ -343,13 +276,13 @@ class exact_node final : public node_base {
     ++stats_.received;
     note_epoch(msg.header.seq);
     if (auto* s = find(e, t, from)) {
-      if (s->what == part::give && s->x) {
+      if (s->what == step_role::give && s->x) {
         // The receiver never took our mass: take it back.
         const set_term back[] = {{&model_.x, 1.0f}, {s->x.get(), 1.0f}};
         check(mix(model_.x, back));
         model_.w += s->w;
         ++stats_.gives_returned;
-      } else if (s->what != part::exchange || s->answered) {
+      } else if (s->what != step_role::exchange || s->answered) {
         ++stats_.ignored;  // the peer took it, or we applied: it cannot abort that step
         return {};
       }
@@ -368,7 +301,7 @@ class exact_node final : public node_base {
   error_code on_ack(peer_id from, const message& msg) {
     ++stats_.received;
     auto* s = find(msg.header.round, msg.header.step, from);
-    if (!s || (s->what == part::exchange && !s->answered)) {
+    if (!s || (s->what == step_role::exchange && !s->answered)) {
       ++stats_.ignored;
       return {};
     }
@@ -378,8 +311,8 @@ class exact_node final : public node_base {
 
   bool waits_on(peer_id q) const noexcept {
     peer_id partner;
-    const part r = cur_.mine(step_, &partner);
-    return r != part::none && r != part::give && partner == q;
+    const step_role r = cur_.mine(step_, &partner);
+    return r != step_role::none && r != step_role::give && partner == q;
   }
 
   // Member `q` of the running epoch is gone: end the epoch, without waiting on it.
@@ -393,7 +326,7 @@ class exact_node final : public node_base {
     // Records of the last ledger_epochs epochs are kept (values still held with them stay
     // until acked or aborted, re-sent meanwhile); older ones go.
     std::erase_if(ledger_, [&](const entry& s) { return s.epoch + ledger_epochs < e; });
-    cur_ = schedule(e, next_members_, next_view_, cfg_.self);
+    cur_ = epoch_plan(e, next_members_, next_view_, cfg_.self);
     ++begun_count_;
     active_ = true;
     ending_ = false;
@@ -420,15 +353,15 @@ class exact_node final : public node_base {
       if (ending_ && !sent_) return end_epoch(false, now_us, out);
       peer_id partner;
       bool low = false;
-      const part role = cur_.mine(step_, &partner, &low);
+      const step_role role = cur_.mine(step_, &partner, &low);
       switch (role) {
-        case part::none:
+        case step_role::none:
           break;
-        case part::give:
+        case step_role::give:
           give(out, partner);
           break;
-        case part::fold:
-        case part::take: {
+        case step_role::fold:
+        case step_role::take: {
           auto* in = inbox_find(step_, partner);
           if (!in) return;
           const set_term terms[] = {{&model_.x, 1.0f}, {in->x.get(), 1.0f}};
@@ -440,11 +373,11 @@ class exact_node final : public node_base {
           send_control(out, message_kind::exact_ack, cur_.epoch, step_, partner);
           break;
         }
-        case part::exchange: {
+        case step_role::exchange: {
           if (!sent_) {
             auto snap = snapshot(model_.x);
             MWS_ASSERT(snap.has_value());
-            ledger_.push_back({cur_.epoch, step_, partner, part::exchange, std::move(*snap),
+            ledger_.push_back({cur_.epoch, step_, partner, step_role::exchange, std::move(*snap),
                                model_.w, cur_.view, low, false, now_us});
             send_entry(out, ledger_.back(), false);
             sent_ = true;
@@ -495,7 +428,7 @@ class exact_node final : public node_base {
     const set_term keep_rest[] = {{&model_.x, 1.0f}, {&*share, -1.0f}};
     check(mix(model_.x, keep_rest));
     model_.w -= w_share;
-    ledger_.push_back({cur_.epoch, step_, partner, part::give,
+    ledger_.push_back({cur_.epoch, step_, partner, step_role::give,
                        std::make_shared<const tensor_set>(std::move(*share)), w_share, cur_.view,
                        false, false, now_us_});
     send_entry(out, ledger_.back(), false);
@@ -513,7 +446,7 @@ class exact_node final : public node_base {
       }
       s.sent_us = now_us;
       ++stats_.resent;
-      send_entry(out, s, s.what == part::exchange && !s.answered);
+      send_entry(out, s, s.what == step_role::exchange && !s.answered);
     }
   }
 
@@ -523,7 +456,7 @@ class exact_node final : public node_base {
   void abort_rest(action_sink& out) {
     for (std::uint32_t t = step_; t <= cur_.last_step(); ++t) {
       peer_id partner;
-      if (cur_.mine(t, &partner) == part::none || find(cur_.epoch, t, partner)) continue;
+      if (cur_.mine(t, &partner) == step_role::none || find(cur_.epoch, t, partner)) continue;
       send_abort(out, cur_.epoch, t, partner);
     }
   }
@@ -555,8 +488,8 @@ class exact_node final : public node_base {
     ++stats_.stalls;
     last_progress_us_ = now_us;
     peer_id partner;
-    const part role = cur_.mine(step_, &partner);
-    if (role == part::none || role == part::give) return;
+    const step_role role = cur_.mine(step_, &partner);
+    if (role == step_role::none || role == step_role::give) return;
     if (cfg_.stall_resends_max != 0 && resends_ >= cfg_.stall_resends_max) {
       lost(partner);
       return advance(now_us, out);
@@ -613,7 +546,7 @@ class exact_node final : public node_base {
   std::vector<peer_id> next_members_;  // the membership of the next epoch, in schedule order
   std::uint64_t next_view_ = 0;
   bool members_changed_ = false;
-  schedule cur_;  // the epoch running, or the last one run
+  epoch_plan cur_;  // the epoch running, or the last one run
   std::uint64_t begun_count_ = 0;
   round_t newest_seen_ = 0;  // the largest epoch number heard of
   bool active_ = false;
