@@ -167,8 +167,7 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   auto chosen = gpu::make_backend(n.opts.device);
   if (!chosen.chosen) return node_error{"--device cuda: " + chosen.reason};
   n.backend = std::move(chosen.chosen);
-  n.log.log(log_level::info, "backend",
-            {{"name", std::string(n.backend->name())}, {"why", chosen.reason}});
+  n.backend_reason = std::move(chosen.reason);
   auto stream = n.backend->make_stream();
   if (!stream) return node_error{"cannot create a stream: " + stream.error().message()};
   n.stream = std::move(*stream);
@@ -279,6 +278,8 @@ node_result<void> node::start() {
   n.log.log(log_level::info, "node_started",
             {{"address", advertise},
              {"model", n.spec.summary()},
+             {"backend", std::string(n.backend->name())},
+             {"backend_why", n.backend_reason},
              {"seeds", std::to_string(n.opts.seeds.size())}});
   asio::co_spawn(n.ex,
                  n.listener->run([&n](transport::connection c) { n.links->adopt(std::move(c)); },

@@ -87,6 +87,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   manifest spec;
   gossip::manifest gspec;
   std::unique_ptr<gpu::backend> backend;
+  std::string backend_reason;  // why this backend: logged with node_started
   std::unique_ptr<gpu::stream> stream;
   std::unique_ptr<gossip::averaging_node> averaging;
   std::unique_ptr<gossip::membership> members;
