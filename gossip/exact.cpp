@@ -176,13 +176,7 @@ class exact_node final : public node_base {
       }
     }
     const bool here = active_ && e == cur_.epoch && t >= step_ && msg.header.view == cur_.view;
-    if (here && cur_.takes_from(t, from)) {
-      if (inbox_has(e, t, from, msg.header.view)) {
-        ++stats_.ignored;
-        return {};
-      }
-      return buffer(from, msg, now_us, out);
-    }
+    if (here && cur_.takes_from(t, from)) return buffer(from, msg, now_us, out);
     if (here && request && cur_.gives_to(t, from)) return {};  // it comes when we get there
     if (auto* s = find(e, t, from)) {
       if (s->what == step_role::exchange && !s->answered && msg.header.view == s->view) {
@@ -206,13 +200,7 @@ class exact_node final : public node_base {
       }
     }
     if (repeated) return {};  // a stalled fold or take: its payload is only the request
-    if (!begun_any() || e > cur_.epoch) {
-      if (inbox_has(e, t, from, msg.header.view)) {
-        ++stats_.ignored;
-        return {};
-      }
-      return buffer(from, msg, now_us, out);
-    }
+    if (!begun_any() || e > cur_.epoch) return buffer(from, msg, now_us, out);
     if (e + ledger_epochs < cur_.epoch) {
       ++stats_.ignored;  // older than our records: we cannot tell whether we applied it
       return {};
@@ -231,9 +219,14 @@ class exact_node final : public node_base {
     return {};
   }
 
-  // Keeps `msg` for its step; an idle node begins the sender's epoch at once (it waits on us).
+  // Keeps `msg` for its step (once); an idle node begins the sender's epoch at once (it waits
+  // on us).
   error_code buffer(peer_id from, const message& msg, time_us now_us, action_sink& out) {
     const round_t e = msg.header.round;
+    if (inbox_has(e, msg.header.step, from, msg.header.view)) {
+      ++stats_.ignored;
+      return {};
+    }
     const auto later = [&](round_t x) { return !begun_any() || x > cur_.epoch; };
     if (later(e)) {
       // Besides the running epoch, one later epoch is kept: the newest; older ones are aborted.

@@ -17,10 +17,12 @@ using detail::register_endpoints;
 
 namespace {
 
+bool all_digits(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 node_result<unsigned short> parse_port(const std::string& address, const std::string& text) {
-  const bool digits =
-      !text.empty() && text.size() <= 5 &&
-      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const bool digits = !text.empty() && text.size() <= 5 && all_digits(text);
   const auto port = digits ? std::strtoul(text.c_str(), nullptr, 10) : 0;
   if (!digits || port > 65535) {
     return node_error{"'" + address + "': '" + text + "' is not a port number"};
@@ -32,11 +34,7 @@ node_result<unsigned short> parse_port(const std::string& address, const std::st
 // starting or ending with '-', each at most 63 bytes, 253 in all, the last not all digits (so
 // that "127.1" or "123" is not taken for a name and resolved as an abbreviated IP address).
 bool is_host_name(std::string_view h) {
-  const auto last = h.substr(h.rfind('.') + 1);
-  if (std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return false;
-  }
-  if (h.empty() || h.size() > 253) return false;
+  if (h.empty() || h.size() > 253 || all_digits(h.substr(h.rfind('.') + 1))) return false;
   std::size_t label = 0;
   char previous = '.';
   for (const char c : h) {
@@ -148,7 +146,8 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   if (!id) {
     return node_error{"key file " + options.key_file.string() + ": " + id.error().message()};
   }
-  if (options.tick_interval_us <= 0 || options.probe_interval_us <= 0) {
+  if (options.tick_interval_us <= 0 || options.probe_interval_us <= 0 ||
+      options.epoch_interval_us <= 0) {
     return node_error{"intervals must be positive"};
   }
   for (const auto& s : options.seeds) {
@@ -181,7 +180,6 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
     if (!resumed) return resumed.error();
   }
   const auto seed = n.opts.seed != 0 ? n.opts.seed : random_u64();
-  if (n.opts.epoch_interval_us <= 0) return node_error{"the epoch interval must be positive"};
   gossip::config cfg;
   cfg.algo = gossip::algorithm::push_sum;
   cfg.tick_interval_us = n.opts.tick_interval_us;
