@@ -521,13 +521,15 @@ class exact_node final : public node_base {
     send_control(out, message_kind::exact_abort, e, t, to);
   }
 
-  // An abort or an ack of (e, t); seq: the epoch this node would begin next.
+  // An abort or an ack of (e, t); seq: the epoch this node runs, or else the one it would
+  // begin next. (Not the one after the running one: its receiver would skip the epoch we run,
+  // we would then abort its epoch, skip that one in turn, and so on, neither ever completing.)
   void send_control(action_sink& out, message_kind kind, round_t e, std::uint32_t t, peer_id to) {
     message msg;
     msg.header.kind = kind;
     msg.header.round = e;
     msg.header.step = t;
-    msg.header.seq = next_number();
+    msg.header.seq = active_ ? cur_.epoch : next_number();
     send(out, to, std::move(msg));
   }
 

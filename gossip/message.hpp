@@ -42,7 +42,8 @@ enum class message_kind : std::uint8_t {
   push_sum_ack = 9,
   // exact: "I did not apply your value of epoch `round`, step `step`, and never will" (the
   // epoch ended here first, or our views of its membership differ). A sender that gave its mass
-  // takes it back. seq: the epoch the sender of the abort would begin next. No payload.
+  // takes it back. seq: the epoch the sender of the abort runs, or else would begin next. No
+  // payload.
   exact_abort = 10,
   // exact: "I applied your value of epoch `round`, step `step`": the sender may drop its copy.
   // No payload.

@@ -389,8 +389,14 @@ node_status node::status() const {
   s.peers_connected = n.links ? n.links->connected_peers() : 0;
   s.weight = n.averaging->state().w;
   s.backend = std::string(n.backend->name());
-  s.epochs_completed = n.exact() ? n.averaging->stats().round : 0;
-  s.epochs_abandoned = n.averaging->stats().epochs_abandoned;
+  const auto& a = n.averaging->stats();
+  s.epochs_completed = n.exact() ? a.round : 0;
+  s.epochs_abandoned = a.epochs_abandoned;
+  s.epoch_step = a.step;
+  s.stalls = a.stalls;
+  s.aborts_sent = a.aborts_sent;
+  s.gives_returned = a.gives_returned;
+  s.late_values = a.late_values;
   if (n.links) {
     const auto& ps = n.links->stats();
     s.messages_sent = ps.messages_sent;

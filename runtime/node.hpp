@@ -102,8 +102,12 @@ struct node_status {
   std::string backend;            // where mixing runs: "cpu" or "cuda"
   std::size_t members_alive = 0;  // self included
   std::size_t peers_connected = 0;
-  double weight = 0.0;                                       // w: the estimate is x / w
-  std::uint64_t epochs_completed = 0, epochs_abandoned = 0;  // exact mode
+  double weight = 0.0;  // w: the estimate is x / w
+  // exact mode: epochs, the step of the running one, steps waited on past the re-send interval,
+  // values answered "never applied", shares handed over and taken back, values applied late
+  std::uint64_t epochs_completed = 0, epochs_abandoned = 0;
+  std::uint32_t epoch_step = 0;
+  std::uint64_t stalls = 0, aborts_sent = 0, gives_returned = 0, late_values = 0;
   std::uint64_t messages_sent = 0, messages_received = 0;
   std::uint64_t bytes_sent = 0, bytes_received = 0;
   std::uint64_t messages_refused = 0, local_updates = 0;

@@ -17,6 +17,11 @@ std::string status_json(const node_status& s) {
   o["weight"] = s.weight;
   o["epochs_completed"] = s.epochs_completed;
   o["epochs_abandoned"] = s.epochs_abandoned;
+  o["epoch_step"] = s.epoch_step;
+  o["stalls"] = s.stalls;
+  o["aborts_sent"] = s.aborts_sent;
+  o["gives_returned"] = s.gives_returned;
+  o["late_values"] = s.late_values;
   o["messages_sent"] = s.messages_sent;
   o["messages_received"] = s.messages_received;
   o["bytes_sent"] = s.bytes_sent;

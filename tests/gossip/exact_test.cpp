@@ -1,6 +1,7 @@
 #include "gossip/node.hpp"
 
 #include <cstring>
+#include <functional>
 
 #include <doctest/doctest.h>
 
@@ -243,7 +244,8 @@ TEST_CASE("exact mode refuses a value from a member that is not its partner at t
 // n exact nodes that know only themselves until the driver adds the others; values as
 // run_exact's. Each node's membership is then set by the test.
 std::unique_ptr<driver> driven_exact(gpu::backend& b, std::size_t n, std::uint64_t seed,
-                                     network net = {}) {
+                                     network net = {},
+                                     const std::function<void(config&)>& tweak = {}) {
   auto d = std::make_unique<driver>(b, net, seed);
   rng values(seed + 17);
   for (std::size_t i = 0; i < n; ++i) {
@@ -255,6 +257,7 @@ std::unique_ptr<driver> driven_exact(gpu::backend& b, std::size_t n, std::uint64
     cfg.epoch_interval_us = 20'000;
     cfg.tick_interval_us = 1000;
     cfg.timeout_us = 4000;
+    if (tweak) tweak(cfg);
     auto& node = d->add(cfg, one_tensor(37), [&](model& m) {
       for (std::size_t k = 0; k < 37; ++k)
         set_element(m.x, 0, k, static_cast<float>(values.unit() * 2.0 - 1.0));
@@ -541,6 +544,46 @@ TEST_CASE("exact mode: churning, disagreeing views under loss never make or lose
     CHECK(abandoned > 50);
     const auto after = mass_of(*d, all);
     CHECK(after.w == doctest::Approx(before.w).epsilon(1e-12));
+    check_agree(*d, all, ratio(before), 64 * 0x1p-24);
+  }
+}
+
+TEST_CASE("exact mode: members out of step, on links slower than the epoch interval, meet") {
+  // An abort once told its receiver the epoch after the sender's running one: the two then
+  // leapfrogged each other, each aborting the other's epoch, and none ever completed.
+  auto backend = gpu::make_cpu_backend();
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    CAPTURE(seed);
+    constexpr std::size_t n = 5;
+    network slow{.latency_min_us = 5'000, .latency_max_us = 40'000};
+    auto d = driven_exact(*backend, n, 90 + seed, slow, [&](config& cfg) {
+      cfg.start_us = static_cast<time_us>(cfg.self.value) * 13'000;
+      cfg.timeout_us = 100'000;
+      cfg.stall_resends_max = 5;
+    });
+    const auto all = indices(n);
+    set_all(*d, all, all_members(n), 1);
+    // One member sees the last one late (as a SWIM member learns of a joiner): the first
+    // epochs abort, and the members leave them out of step.
+    const auto late = static_cast<std::size_t>(seed % (n - 1));
+    REQUIRE(!d->set_members(late, all_members(n - 1), 2));
+    const auto before = mass_of(*d, all);
+    d->start();
+    d->run(60'000 + 10'000 * seed);
+    REQUIRE(!d->set_members(late, all_members(n), 1));
+    d->run(10'000'000);
+    for (const auto i : all) {
+      CAPTURE(i);
+      const auto& st = d->node(i).stats();
+      CHECK(st.round >= 50);  // of at most 10 s / 20 ms; before the fix, some seeds got 0
+      CHECK(st.epochs_abandoned <= 8);
+    }
+    d->net() = network{};
+    d->run(d->now() + 1'000'000, [&] {
+      return std::all_of(all.begin(), all.end(),
+                         [&](std::size_t i) { return d->node(i).stats().step == 0; });
+    });
+    CHECK(mass_of(*d, all).w == before.w);
     check_agree(*d, all, ratio(before), 64 * 0x1p-24);
   }
 }

@@ -164,8 +164,19 @@ class MeshTestCase(unittest.TestCase):
                 last_error = e
             time.sleep(poll_s)
         self.note(f"gave up waiting for: {what}")
+        self.note_statuses()
         self.fail(f"not within {deadline_s:g} s: {what}"
                   + (f" (last error: {last_error})" if last_error else ""))
+
+    def note_statuses(self):
+        """Every running node's /status, for the diagnostics of a failure."""
+        for i, n in enumerate(self.nodes):
+            if n.proc is None or n.proc.poll() is not None:
+                continue
+            try:
+                self.note(f"node {i} status: {json.dumps(n.status(), separators=(',', ':'))}")
+            except (OSError, ValueError) as e:
+                self.note(f"node {i} status: unavailable ({e})")
 
     def assert_none_crashed(self):
         for i, n in enumerate(self.nodes):
