@@ -171,16 +171,12 @@ std::optional<model_error> verify(const fs::path& path, std::uint64_t sequence,
 }
 
 // A copy of `model` carrying the checkpoint keys for `sequence`.
-model_file stamped(const model_file& model, std::uint64_t sequence) {
-  model_file copy(model.spec());
-  for (std::size_t i = 0; i < model.spec().tensors.size(); ++i) {
-    const auto src = model.tensor_bytes(i);
-    std::memcpy(copy.tensor_bytes(i).data(), src.data(), src.size());
-  }
-  copy.metadata() = model.metadata();
-  copy.metadata()[std::string(checkpoint_sequence_key)] = std::to_string(sequence);
-  copy.metadata()[std::string(checkpoint_checksum_key)] = checkpoint_checksum(copy);
-  return copy;
+// The model's metadata plus the two mws.checkpoint.* keys.
+std::map<std::string, std::string> stamped(const model_view& model, std::uint64_t sequence) {
+  auto meta = model.metadata();
+  meta[std::string(checkpoint_sequence_key)] = std::to_string(sequence);
+  meta[std::string(checkpoint_checksum_key)] = checkpoint_checksum(model.with(meta));
+  return meta;
 }
 
 // Names that appear twice would be written as one JSON key: a checkpoint that cannot be read back.
@@ -201,7 +197,7 @@ const boost::system::error_category& checkpoint_category() noexcept {
   return category;
 }
 
-std::string checkpoint_checksum(const model_file& model) {
+std::string checkpoint_checksum(const model_view& model) {
   transport::detail::ensure_sodium();
   const auto& tensors = model.spec().tensors;
   // Name order, whatever order the caller's manifest is in: a loaded model is sorted by name.
@@ -262,10 +258,13 @@ model_result<checkpoint_store> checkpoint_store::open(const fs::path& dir, std::
   return checkpoint_store(dir, keep, next);
 }
 
-model_result<checkpoint_saved> checkpoint_store::save(const model_file& model) {
+model_result<checkpoint_saved> checkpoint_store::save(const model_view& model) {
   if (next_sequence_ == 0) {
     return fail(checkpoint_errc::sequence_exhausted,
                 dir_.string() + ": checkpoint sequence numbers are used up");
+  }
+  if (auto misfit = model.misfit(); !misfit.empty()) {
+    return fail(model_errc::manifest_mismatch, "checkpoint for " + dir_.string() + ": " + misfit);
   }
   if (auto twice = duplicate_name(model.spec())) {
     return fail(model_errc::bad_tensor_entry,
@@ -275,7 +274,8 @@ model_result<checkpoint_saved> checkpoint_store::save(const model_file& model) {
   // later save must not reuse its number.
   const std::uint64_t sequence = next_sequence_++;
   const fs::path path = dir_ / checkpoint_file_name(sequence);
-  if (auto written = save_safetensors(path, stamped(model, sequence)); !written) {
+  const auto meta = stamped(model, sequence);
+  if (auto written = save_safetensors(path, model.with(meta)); !written) {
     return written.error();
   }
   return checkpoint_saved{path, sequence, remove_old()};

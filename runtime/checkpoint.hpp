@@ -63,7 +63,7 @@ inline constexpr std::string_view checkpoint_checksum_key = "mws.checkpoint.chec
 
 // Lowercase hex BLAKE2b-256 of the canonical encoding of `model` (every metadata entry counts
 // except mws.checkpoint.checksum itself).
-std::string checkpoint_checksum(const model_file& model);
+std::string checkpoint_checksum(const model_view& model);
 
 // "checkpoint-00000000000000000042.safetensors"
 std::string checkpoint_file_name(std::uint64_t sequence);
@@ -104,10 +104,10 @@ class checkpoint_store {
   // Writes `model` plus the two mws.checkpoint.* keys (replacing any it carries, e.g. from a
   // loaded checkpoint) as the next checkpoint, then deletes all but the newest `keep` checkpoint
   // files. Those are counted by number, not verified (that would read every one on each save):
-  // the one just written is known good, older ones may not be. The copy that receives the keys
-  // holds the tensors a second time while it is written (save_safetensors takes the metadata
-  // from the model_file). The sequence number is used up even when the write fails.
-  model_result<checkpoint_saved> save(const model_file& model);
+  // the one just written is known good, older ones may not be. The tensors are read where they
+  // lie, twice (checksum, then write), and not copied. The sequence number is used up even when
+  // the write fails.
+  model_result<checkpoint_saved> save(const model_view& model);
 
   // The newest checkpoint that parses, matches its checksum and its name, and the newer ones
   // skipped on the way. Fails only when the directory cannot be listed.

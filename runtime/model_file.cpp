@@ -345,6 +345,30 @@ std::span<const std::byte> model_file::tensor_bytes(std::size_t i) const noexcep
   return {storage_.get() + offsets_[i], static_cast<std::size_t>(manifest_.tensors[i].bytes())};
 }
 
+model_view::model_view(const model_file& m) : spec_(&m.spec()), metadata_(&m.metadata()) {
+  for (std::size_t i = 0; i < m.spec().tensors.size(); ++i)
+    tensors_.push_back(m.tensor_bytes(i));
+}
+
+model_view::model_view(const manifest& spec, std::vector<std::span<const std::byte>> tensors,
+                       const std::map<std::string, std::string>& metadata)
+    : spec_(&spec), tensors_(std::move(tensors)), metadata_(&metadata) {}
+
+std::string model_view::misfit() const {
+  const auto& specs = spec_->tensors;
+  if (tensors_.size() != specs.size()) {
+    return std::to_string(tensors_.size()) + " tensors given for a manifest of " +
+           std::to_string(specs.size());
+  }
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (tensors_[i].size() != specs[i].bytes()) {
+      return tensor_named(specs[i].name) + ": " + std::to_string(tensors_[i].size()) +
+             " bytes given for " + std::to_string(specs[i].bytes());
+    }
+  }
+  return {};
+}
+
 model_result<model_file> parse_safetensors(std::span<const std::byte> file) {
   std::uint64_t header_bytes = 0;
   auto text =
@@ -459,11 +483,14 @@ std::string encode_safetensors(const model_file& model) {
   return out;
 }
 
-model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model) {
+model_result<void> save_safetensors(const std::filesystem::path& path, const model_view& model) {
+  if (auto misfit = model.misfit(); !misfit.empty()) {
+    return fail(model_errc::manifest_mismatch, path.string() + ": " + misfit);
+  }
   const std::string prefix = safetensors_prefix(model.spec(), model.metadata());
   std::vector<std::span<const std::byte>> parts = {std::as_bytes(std::span<const char>(prefix))};
-  for (std::size_t i = 0; i < model.spec().tensors.size(); ++i)
-    parts.push_back(model.tensor_bytes(i));
+  for (const auto t : model.tensors())
+    parts.push_back(t);
   if (auto error = detail::write_file_atomically(path, parts); !error.empty()) {
     return fail(model_errc::unwritable, error);
   }

@@ -105,6 +105,34 @@ class model_file {
   std::map<std::string, std::string> metadata_;
 };
 
+// A model's tensors and metadata wherever they lie (a model_file, a node's memory), for the
+// writers and the checksum: a node checkpoints its state through a view, without a copy. The
+// viewed memory must outlive the view and stay unchanged while it is read.
+class model_view {
+ public:
+  model_view(const model_file& m);  // NOLINT(google-explicit-constructor): every file is a view
+  model_view(const manifest& spec, std::vector<std::span<const std::byte>> tensors,
+             const std::map<std::string, std::string>& metadata);
+
+  const manifest& spec() const noexcept { return *spec_; }
+  std::span<const std::byte> tensor_bytes(std::size_t i) const noexcept { return tensors_[i]; }
+  std::span<const std::span<const std::byte>> tensors() const noexcept { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const noexcept { return *metadata_; }
+  // Why the tensors do not fit the manifest (a count or a size), or "" when they do.
+  std::string misfit() const;
+  // The same tensors with other metadata.
+  model_view with(const std::map<std::string, std::string>& metadata) const {
+    model_view v = *this;
+    v.metadata_ = &metadata;
+    return v;
+  }
+
+ private:
+  const manifest* spec_;
+  std::vector<std::span<const std::byte>> tensors_;  // in spec order, each spec.bytes() long
+  const std::map<std::string, std::string>* metadata_;
+};
+
 inline constexpr std::uint64_t safetensors_header_bytes_max = 100'000'000;
 
 model_result<model_file> load_safetensors(const std::filesystem::path& path);
@@ -113,8 +141,9 @@ model_result<model_file> load_safetensors(const std::filesystem::path& path);
 model_result<model_file> parse_safetensors(std::span<const std::byte> file);
 
 // Writes atomically: a temporary file beside `path`, fsync, rename over `path`, fsync of the
-// directory. A crash at any moment leaves either the old file or the new one.
-model_result<void> save_safetensors(const std::filesystem::path& path, const model_file& model);
+// directory. A crash at any moment leaves either the old file or the new one. A view whose
+// tensors do not fit its manifest is an error (manifest_mismatch), and nothing is written.
+model_result<void> save_safetensors(const std::filesystem::path& path, const model_view& model);
 
 // The bytes save_safetensors writes, in memory.
 std::string encode_safetensors(const model_file& model);

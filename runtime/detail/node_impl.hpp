@@ -330,15 +330,12 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       metrics.add("mws_checkpoints_failed_total", 1);
       return;
     }
-    model_file out(spec);
-    for (std::size_t t = 0; t < spec.tensors.size(); ++t) {
-      std::memcpy(out.tensor_bytes(t).data(), x->tensors[t].data(), x->tensors[t].size());
-    }
     char weight[64];
     std::snprintf(weight, sizeof weight, "%a", st.w);
-    out.metadata()["mws.weight"] = weight;
-    out.metadata()["mws.node"] = self.id().to_string();
-    auto saved = checkpoints->save(out);
+    const std::map<std::string, std::string> meta{{"mws.weight", weight},
+                                                  {"mws.node", self.id().to_string()}};
+    // Written from x where it lies (on a GPU, from its download): no copy of the model.
+    auto saved = checkpoints->save(model_view(spec, x->tensors, meta));
     if (!saved) {
       log.log(log_level::error, "checkpoint_failed", {{"why", saved.error().message}});
       metrics.add("mws_checkpoints_failed_total", 1);

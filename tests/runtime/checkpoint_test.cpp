@@ -351,6 +351,32 @@ TEST_CASE("a model with a tensor name twice is refused rather than written unrea
   CHECK(names_in(tmp.path).empty());
 }
 
+TEST_CASE("a checkpoint saved from a view of memory equals one saved from a model_file") {
+  temp_dir a_dir, b_dir;
+  auto a = open_store(a_dir.path);
+  auto b = open_store(b_dir.path);
+  const auto state = node_state(4);
+  std::vector<std::vector<std::byte>> elsewhere;  // the node's own memory, say
+  std::vector<std::span<const std::byte>> spans;
+  for (std::size_t i = 0; i < state.spec().tensors.size(); ++i) {
+    const auto t = state.tensor_bytes(i);
+    elsewhere.emplace_back(t.begin(), t.end());
+  }
+  for (const auto& t : elsewhere)
+    spans.emplace_back(t);
+  auto from_file = a.save(state);
+  auto from_view = b.save(model_view(state.spec(), spans, state.metadata()));
+  REQUIRE(from_file.has_value());
+  REQUIRE(from_view.has_value());
+  CHECK(read_all(from_file->path) == read_all(from_view->path));
+
+  spans.pop_back();  // a view that does not fit its manifest: refused, its number kept
+  auto misfit = b.save(model_view(state.spec(), spans, state.metadata()));
+  REQUIRE_FALSE(misfit.has_value());
+  CHECK(misfit.error().code == model_errc::manifest_mismatch);
+  CHECK(b.next_sequence() == 2);
+}
+
 // The canonical encoding built by hand, as the header documents it.
 struct encoding {
   std::vector<unsigned char> bytes;

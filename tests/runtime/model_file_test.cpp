@@ -6,7 +6,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -194,6 +197,35 @@ TEST_CASE("save_safetensors into a missing directory fails cleanly and leaves no
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().code == model_errc::unwritable);
   CHECK(fs::is_empty(dir.path));
+}
+
+TEST_CASE("save_safetensors writes a view of memory it does not own; a misfit view, nothing") {
+  temp_dir dir;
+  const manifest spec{{{"a", gpu::dtype::f32, {2}}, {"b", gpu::dtype::f16, {3}}}};
+  std::vector<std::byte> a(8), b(6);
+  for (std::size_t i = 0; i < a.size(); ++i)
+    a[i] = static_cast<std::byte>(i + 1);
+  for (std::size_t i = 0; i < b.size(); ++i)
+    b[i] = static_cast<std::byte>(0x40 + i);
+  const std::map<std::string, std::string> meta{{"k", "v"}};
+  const fs::path path = dir.path / "view.safetensors";
+  REQUIRE(save_safetensors(path, model_view(spec, {a, b}, meta)).has_value());
+  auto loaded = load_safetensors(path);
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->spec() == spec);
+  CHECK(std::memcmp(loaded->tensor_bytes(0).data(), a.data(), a.size()) == 0);
+  CHECK(std::memcmp(loaded->tensor_bytes(1).data(), b.data(), b.size()) == 0);
+  CHECK(loaded->metadata().at("k") == "v");
+
+  const fs::path bad = dir.path / "bad.safetensors";
+  auto short_tensor = save_safetensors(bad, model_view(spec, {a, std::span(b).first(4)}, meta));
+  REQUIRE_FALSE(short_tensor.has_value());
+  CHECK(short_tensor.error().code == model_errc::manifest_mismatch);
+  CHECK(short_tensor.error().message.find("'b'") != std::string::npos);
+  auto one_missing = save_safetensors(bad, model_view(spec, {a}, meta));
+  REQUIRE_FALSE(one_missing.has_value());
+  CHECK(one_missing.error().code == model_errc::manifest_mismatch);
+  CHECK_FALSE(fs::exists(bad));
 }
 
 TEST_CASE("describe_difference names the first differing tensor") {
