@@ -281,8 +281,11 @@ asio::awaitable<error_code> connection_state::send(std::span<const asio::const_b
   // A frame and its charge must fit the peer's window (it announced at least frame_bytes_floor).
   const std::size_t frame_max =
       std::min<std::size_t>(remote_.frame_bytes_max, remote_.window_bytes - data_frame_charge);
+  // Slots as large as this message's frames: a small message needs no frame-sized buffers.
+  const std::size_t slot_bytes =
+      std::max<std::size_t>(1, std::min(frame_max, asio::buffer_size(parts)));
   for (auto& slot : out_) {
-    if (slot.body.size() < frame_max) slot.body.resize(frame_max);
+    if (slot.body.size() < slot_bytes) slot.body.resize(slot_bytes);
   }
   // If this coroutine is destroyed mid-message, the lock must not stay held; the connection
   // cannot continue (a frame may be half written), so it fails.
@@ -316,6 +319,12 @@ asio::awaitable<error_code> connection_state::send(std::span<const asio::const_b
     }
   }
   const error_code flushed = co_await release_pipeline();
+  // Large slots go back to the allocator: a node keeps connections to many peers, and two idle
+  // frame-sized buffers each would cost it megabytes per peer.
+  if (slot_bytes > slot_bytes_kept && !write_in_flight_) {
+    for (auto& slot : out_)
+      std::vector<std::uint8_t>().swap(slot.body);
+  }
   co_return ec ? ec : flushed;
 }
 

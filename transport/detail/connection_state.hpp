@@ -74,7 +74,7 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
   struct out_frame {
     header_bytes header{};
     std::array<std::uint8_t, tag_bytes> tag{};
-    std::vector<std::uint8_t> body;  // frame-sized, allocated on the first send
+    std::vector<std::uint8_t> body;  // as large as the current message's frames
     std::size_t n = 0;
   };
   // Waits for window credit, seals one data frame from caller memory, starts its write.
@@ -102,6 +102,8 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
   async_mutex send_mutex_;        // one message at a time
   async_mutex write_mutex_;       // one frame at a time (data and control frames interleave)
   std::array<out_frame, 2> out_;  // the send pipeline's two slots
+  // Slot buffers up to this size stay allocated between messages; larger ones are released.
+  static constexpr std::size_t slot_bytes_kept = 64 * 1024;
   std::size_t next_out_ = 0;
   bool holding_write_ = false;  // the send pipeline holds write_mutex_
   bool write_in_flight_ = false;
