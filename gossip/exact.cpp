@@ -32,6 +32,7 @@ class exact_node final : public node_base {
       next_epoch_us_ = std::max(next_epoch_us_, now_us + cfg_.epoch_interval_us);
     }
     if (!active_ && may_begin() && now_us >= next_epoch_us_) begin(next_number(), now_us, out);
+    if (active_) advance(now_us, out);  // a wait for an ack may have run out
     if (active_ && now_us - last_progress_us_ >= cfg_.timeout_us) stalled(now_us, out);
     resend_unsettled(now_us, out);
     const bool holding =
@@ -109,6 +110,7 @@ class exact_node final : public node_base {
     bool low = false;        // exchange: this node is the lower member (its value goes first)
     bool answered = false;   // exchange: the partner's value was applied
     time_us sent_us = 0;     // when x was last sent, or the exchange answered
+    bool acked = false;      // exchange: the partner applied ours before we applied theirs
   };
   // A value received for a step not yet reached.
   struct value {
@@ -154,7 +156,7 @@ class exact_node final : public node_base {
   error_code receive(peer_id from, const message& msg, time_us now_us, action_sink& out) {
     if (!peer_index(from) || from == cfg_.self) return errc::not_a_peer;
     if (msg.header.kind == message_kind::exact_abort) return on_abort(from, msg, now_us, out);
-    if (msg.header.kind == message_kind::exact_ack) return on_ack(from, msg);
+    if (msg.header.kind == message_kind::exact_ack) return on_ack(from, msg, now_us, out);
     if (msg.header.kind != message_kind::exact_value) return errc::wrong_algorithm;
     if (msg.header.step > max_exact_step) return errc::out_of_range;
     if (auto ec = check_payload(msg, false)) return ec;
@@ -289,17 +291,34 @@ class exact_node final : public node_base {
     return {};
   }
 
-  // The peer applied our value of (round, step): our copy is needed no more, unless we still
-  // wait for theirs (the exchange's arithmetic uses it).
-  error_code on_ack(peer_id from, const message& msg) {
+  // The peer applied our value of (round, step): our copy is needed no more once we applied
+  // theirs too (the exchange's arithmetic uses it). The next step may have waited for it.
+  error_code on_ack(peer_id from, const message& msg, time_us now_us, action_sink& out) {
     ++stats_.received;
     auto* s = find(msg.header.round, msg.header.step, from);
-    if (!s || (s->what == step_role::exchange && !s->answered)) {
+    if (!s) {
       ++stats_.ignored;
       return {};
     }
+    if (s->what == step_role::exchange && !s->answered) {
+      s->acked = true;  // it overtook the partner's value; our copy goes once that is applied
+      return {};
+    }
     s->x.reset();
+    if (active_) advance(now_us, out);
     return {};
+  }
+
+  // A value this epoch sent at an earlier step is not acked yet, and was applied (or given) less
+  // than timeout_us ago: the next step waits for the ack before it copies the model again, so
+  // that a node holds one sent value at a time rather than one per step (a model each). A
+  // partner that does not ack in time is not waited for (its value is re-sent, and the step
+  // goes on).
+  bool awaiting_ack(time_us now_us) const noexcept {
+    return std::any_of(ledger_.begin(), ledger_.end(), [&](const entry& s) {
+      return s.x && s.epoch == cur_.epoch && s.step < step_ &&
+             (s.what == step_role::give || s.answered) && now_us - s.sent_us < cfg_.timeout_us;
+    });
   }
 
   bool waits_on(peer_id q) const noexcept {
@@ -351,6 +370,7 @@ class exact_node final : public node_base {
         case step_role::none:
           break;
         case step_role::give:
+          if (awaiting_ack(now_us)) return;
           give(out, partner);
           break;
         case step_role::fold:
@@ -368,12 +388,15 @@ class exact_node final : public node_base {
         }
         case step_role::exchange: {
           if (!sent_) {
+            if (awaiting_ack(now_us)) return;
             auto snap = snapshot(model_.x);
             MWS_ASSERT(snap.has_value());
             ledger_.push_back({cur_.epoch, step_, partner, step_role::exchange, std::move(*snap),
                                model_.w, cur_.view, low, false, now_us});
+            count_held();
             send_entry(out, ledger_.back(), false);
             sent_ = true;
+            last_progress_us_ = now_us;  // the partner's value is due from now
           }
           auto* in = inbox_find(step_, partner);
           if (!in) return;
@@ -407,6 +430,7 @@ class exact_node final : public node_base {
     model_.w = (model_.w - mine.w) + (0.5 * w_lo + 0.5 * w_hi);
     mine.answered = true;
     mine.sent_us = now_us_;  // the partner's ack is due from now
+    if (mine.acked) mine.x.reset();
   }
 
   // Hands our mass (step 0, an extra member) or half of it (last step, a folding member) to
@@ -424,6 +448,7 @@ class exact_node final : public node_base {
     ledger_.push_back({cur_.epoch, step_, partner, step_role::give,
                        std::make_shared<const tensor_set>(std::move(*share)), w_share, cur_.view,
                        false, false, now_us_});
+    count_held();
     send_entry(out, ledger_.back(), false);
   }
 
@@ -496,6 +521,12 @@ class exact_node final : public node_base {
     MWS_ASSERT(snap.has_value());
     send_entry(out, entry{cur_.epoch, step_, partner, role, std::move(*snap), model_.w, cur_.view},
                true);
+  }
+
+  void count_held() noexcept {
+    const auto held = std::count_if(ledger_.begin(), ledger_.end(),
+                                    [](const entry& s) { return s.x != nullptr; });
+    stats_.values_held_max = std::max(stats_.values_held_max, static_cast<std::uint32_t>(held));
   }
 
   void inbox_drop(round_t e, std::uint32_t t) {

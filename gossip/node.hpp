@@ -55,6 +55,7 @@ struct node_stats {
   std::uint64_t aborts_sent = 0;       // values answered with "not applied, never will be"
   std::uint64_t gives_returned = 0;    // mass handed over, refused, and taken back
   std::uint64_t late_values = 0;       // exchange values applied after their epoch ended
+  std::uint32_t values_held_max = 0;   // most sent values (a model each) held at once for acks
 };
 
 class averaging_node {

@@ -81,7 +81,7 @@ struct peers::state : std::enable_shared_from_this<state> {
   std::vector<std::shared_ptr<link>> links;
   peers_stats stats;
   bool closing = false;
-  std::size_t large_in_use = 0;  // large messages being received or still held by a handler
+  std::size_t large_in_use = 0;  // large messages being received or being handled
 
   // Releases a large-message slot when the buffer that held it dies.
   struct large_slot {
@@ -148,7 +148,7 @@ struct peers::state : std::enable_shared_from_this<state> {
                               "a large message not completed"),
                      rethrow_failure);
     }
-    buf->data = std::make_unique_for_overwrite<std::uint8_t[]>(total);
+    buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(total);
     buf->size = total;
     std::memcpy(buf->data.get(), prefix.data(), prefix.size());
     bool ended = total == have;

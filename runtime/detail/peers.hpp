@@ -46,11 +46,12 @@ struct outgoing {
   std::shared_ptr<const void> keep;
 };
 
-// A message as received: the whole buffer (prefix included), shareable.
+// A message as received: the whole buffer (prefix included). A handler may keep `data` (shared)
+// beyond the call; the large-message slot goes with the message_buffer.
 struct message_buffer {
-  std::unique_ptr<std::uint8_t[]> data;
+  std::shared_ptr<std::uint8_t[]> data;
   std::size_t size = 0;
-  std::shared_ptr<void> slot;  // a large message's receive slot, released with the buffer
+  std::shared_ptr<void> slot;  // a large message's receive slot
   std::span<const std::uint8_t> bytes() const noexcept { return {data.get(), size}; }
 };
 using incoming = std::shared_ptr<const message_buffer>;
@@ -72,8 +73,8 @@ struct peers_config {
   std::size_t pending_max = 64;       // messages queued per dial in progress
   std::size_t dials_max = 64;         // dials in progress
   // Messages over large_message_bytes (model shares) are received at most large_messages_max
-  // at a time, counting those a handler still holds: keep no such buffer beyond the call, or
-  // receiving stalls.
+  // at a time, counting those being handled: keep no message_buffer beyond the call, or
+  // receiving stalls (keep its `data` instead, bounding what is kept by other means).
   std::size_t large_message_bytes = std::size_t{1} << 20;
   std::size_t large_messages_max = 1;
   // A large message must arrive whole this soon after it took its slot, or the link is cut.
