@@ -1,5 +1,7 @@
 #include "runtime/http_server.hpp"
 
+#include <unistd.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -30,16 +32,43 @@ struct http_server::state {
 
 namespace {
 
-http::response<http::string_body> make_response(http_response r, unsigned version, bool keep_alive,
-                                                bool head) {
-  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+template <class Body>
+void set_headers(http::response<Body>& res, const http_response& r, bool keep_alive) {
   res.set(http::field::server, "mws");
   res.set(http::field::content_type, r.content_type);
   res.keep_alive(keep_alive);
-  res.body() = std::move(r.body);  // a body may be a whole model (/export): never copied
+}
+
+http::response<http::string_body> make_response(http_response r, unsigned version, bool keep_alive,
+                                                bool head) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  set_headers(res, r, keep_alive);
+  res.body() = std::move(r.body);
   res.prepare_payload();
   if (head) res.body().clear();  // HEAD: same headers (Content-Length included), no body
   return res;
+}
+
+// Writes a response whose body is r.file (HEAD: its headers only).
+asio::awaitable<beast::error_code> write_file_response(beast::tcp_stream& stream, http_response r,
+                                                       unsigned version, bool keep_alive,
+                                                       bool head) {
+  http::response<http::file_body> res{static_cast<http::status>(r.status), version};
+  set_headers(res, r, keep_alive);
+  beast::file file;
+  file.native_handle(r.file->release());  // now the body's to close
+  beast::error_code ec;
+  file.seek(0, ec);
+  if (!ec) res.body().reset(std::move(file), ec);
+  if (ec) {
+    auto failed = make_response({500, "text/plain; charset=utf-8", ec.message() + "\n"}, version,
+                                false, head);
+    co_return std::get<0>(co_await http::async_write(stream, failed, use_tuple));
+  }
+  res.prepare_payload();
+  http::response_serializer<http::file_body> sr(res);
+  if (head) co_return std::get<0>(co_await http::async_write_header(stream, sr, use_tuple));
+  co_return std::get<0>(co_await http::async_write(stream, sr, use_tuple));
 }
 
 // The status that answers a failed read, or 0 when the client is gone and nothing is sent.
@@ -88,10 +117,17 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     }
     const auto& req = parser.get();
     const bool keep_alive = req.keep_alive() && n + 1 < s->limits.requests_per_connection_max;
-    auto res = make_response(dispatch(*s, req), req.version(), keep_alive,
-                             req.method() == http::verb::head);
+    const bool head = req.method() == http::verb::head;
+    auto answer = dispatch(*s, req);
     stream.expires_after(s->limits.response_timeout);  // a large /export takes a while
-    auto [wec, written] = co_await http::async_write(stream, res, use_tuple);
+    beast::error_code wec;
+    if (answer.file) {
+      wec =
+          co_await write_file_response(stream, std::move(answer), req.version(), keep_alive, head);
+    } else {
+      auto res = make_response(std::move(answer), req.version(), keep_alive, head);
+      wec = std::get<0>(co_await http::async_write(stream, res, use_tuple));
+    }
     if (wec || !keep_alive) break;
   }
   beast::error_code ignored;
@@ -115,6 +151,10 @@ asio::awaitable<void> accept_loop(std::shared_ptr<http_server::state> s) {
 }
 
 }  // namespace
+
+http_file::~http_file() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
 http_server::http_server(asio::any_io_executor executor, http_limits limits)
     : state_(std::make_shared<state>()) {

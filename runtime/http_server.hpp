@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -22,10 +23,31 @@
 
 namespace mws::runtime {
 
+// An open file, owned: closed when the last reference goes.
+class http_file {
+ public:
+  explicit http_file(int fd) noexcept : fd_(fd) {}
+  ~http_file();
+  http_file(const http_file&) = delete;
+  http_file& operator=(const http_file&) = delete;
+  int release() noexcept { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
 struct http_response {
+  http_response(unsigned s, std::string type, std::string text)
+      : status(s), content_type(std::move(type)), body(std::move(text)) {}
+  http_response(unsigned s, std::string type, std::shared_ptr<http_file> f)
+      : status(s), content_type(std::move(type)), file(std::move(f)) {}
+
   unsigned status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // When set, the body is this file's contents from its start instead of `body`: a large
+  // answer (a whole model: /export) is streamed from the file rather than held in memory.
+  std::shared_ptr<http_file> file;
 };
 
 using http_handler = std::function<http_response()>;

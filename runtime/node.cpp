@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 
+#include "runtime/detail/atomic_file.hpp"
 #include "runtime/detail/node_impl.hpp"
 
 namespace mws::runtime {
@@ -364,21 +367,62 @@ node_result<model_file> node::estimate() const {
 }
 
 node_result<std::string> node::estimate_safetensors() const {
-  auto& n = *impl_;
-  if (!(n.averaging->state().w > 0.0)) return no_share;
-  auto x = n.host_x();
-  if (!x) return node_error{"cannot read the model from the backend: " + x.error().message()};
-  std::string out = safetensors_prefix(n.spec);
-  std::size_t at = out.size();
-  out.resize(at + n.spec.total_bytes());
-  const auto data = std::as_writable_bytes(std::span(out));
-  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
-    const auto bytes = static_cast<std::size_t>(n.spec.tensors[t].bytes());
-    write_estimate(x->tensors[t], n.gspec[t].type, n.averaging->state().w, data.subspan(at, bytes));
-    at += bytes;
-  }
+  std::string out;
+  out.reserve(impl_->spec.total_bytes() + 4096);
+  auto written = detail::write_estimate_file(*impl_, [&](std::span<const std::byte> piece) {
+    out.append(reinterpret_cast<const char*>(piece.data()), piece.size());
+    return true;
+  });
+  if (!written) return written.error();
   return node_result<std::string>(boost::system::in_place_value, std::move(out));
 }
+
+namespace detail {
+
+node_result<void> write_estimate_file(node::impl& n, const byte_sink& sink) {
+  const double w = n.averaging->state().w;
+  if (!(w > 0.0)) return no_share;
+  auto x = n.host_x();
+  if (!x) return node_error{"cannot read the model from the backend: " + x.error().message()};
+  const std::string prefix = safetensors_prefix(n.spec);
+  if (!sink(std::as_bytes(std::span(prefix)))) return {};
+  constexpr std::size_t piece_bytes = std::size_t{4} << 20;  // a multiple of every dtype's size
+  std::vector<std::byte> piece(piece_bytes);
+  for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
+    const auto tensor = x->tensors[t];
+    for (std::size_t at = 0; at < tensor.size(); at += piece_bytes) {
+      const auto part = tensor.subspan(at, std::min(piece_bytes, tensor.size() - at));
+      const auto out = std::span(piece).first(part.size());
+      write_estimate(part, n.gspec[t].type, w, out);
+      if (!sink(out)) return {};
+    }
+  }
+  return {};
+}
+
+node_result<std::shared_ptr<http_file>> estimate_to_temporary_file(node::impl& n) {
+  std::error_code ec;
+  const auto dir =
+      n.opts.data_dir.empty() ? std::filesystem::temp_directory_path(ec) : n.opts.data_dir;
+  if (ec) return node_error{"no temporary directory: " + ec.message()};
+  const int fd = open_unnamed_file(dir);
+  if (fd < 0) {
+    return node_error{"cannot create a temporary file in " + dir.string() + ": " +
+                      std::strerror(errno)};
+  }
+  auto file = std::make_shared<http_file>(fd);
+  int failed = 0;
+  auto written = write_estimate_file(n, [&](std::span<const std::byte> piece) {
+    if (!write_all(fd, piece)) failed = errno;
+    return failed == 0;
+  });
+  if (!written) return written.error();
+  if (failed != 0)
+    return node_error{"cannot write the export: " + std::string(std::strerror(failed))};
+  return file;
+}
+
+}  // namespace detail
 
 node_status node::status() const {
   const auto& n = *impl_;

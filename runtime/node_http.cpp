@@ -40,7 +40,12 @@ void register_endpoints(node::impl& n, const node& self) {
     const bool ready = n.running && (n.opts.seeds.empty() || n.members->alive_count() > 1);
     return http_response{ready ? 200u : 503u, "text/plain", ready ? "ready\n" : "joining\n"};
   });
-  n.http->route("/export", [&self] {
+  // Streamed from a temporary file: the node holds no second copy of the model meanwhile.
+  // Where no such file can be made (a full or read-only disk), from memory.
+  n.http->route("/export", [&n, &self] {
+    if (auto file = estimate_to_temporary_file(n)) {
+      return http_response{200, "application/octet-stream", std::move(*file)};
+    }
     auto body = self.estimate_safetensors();
     if (!body) return http_response{503, "text/plain", body.error().message + "\n"};
     return http_response{200, "application/octet-stream", std::move(*body)};

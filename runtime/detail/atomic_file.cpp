@@ -14,17 +14,30 @@ std::string describe(const char* what, const std::filesystem::path& p) {
   return std::string(what) + " " + p.string() + ": " + std::strerror(errno);
 }
 
+}  // namespace
+
 bool write_all(int fd, std::span<const std::byte> bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
     bytes = bytes.subspan(static_cast<std::size_t>(n));
   }
   return true;
 }
 
-}  // namespace
+int open_unnamed_file(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR)) return fd;
+  // A file system without O_TMPFILE: a named file, unlinked at once.
+  std::string name = (dir / ".mws-tmp.XXXXXX").string();
+  const int named = ::mkostemp(name.data(), O_CLOEXEC);
+  if (named >= 0) ::unlink(name.c_str());
+  return named;
+}
 
 std::string write_file_atomically(const std::filesystem::path& path,
                                   std::span<const std::span<const std::byte>> parts,

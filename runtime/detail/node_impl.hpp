@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
+#include <span>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -378,6 +380,16 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
 namespace detail {
 // Routes /livez /readyz /status /export /metrics to `n` (node_http.cpp).
 void register_endpoints(node::impl& n, const node& self);
+
+// The estimate as a safetensors file, handed to `sink` piece by piece (a few MiB at most each,
+// so that no copy of the whole model is made); stops when sink returns false (the error is
+// then the sink's to report). Fails while the node holds no share (exact mode, w = 0).
+using byte_sink = std::function<bool(std::span<const std::byte>)>;
+node_result<void> write_estimate_file(node::impl& n, const byte_sink& sink);
+
+// write_estimate_file into an unnamed temporary file (in the data directory, else the system's
+// temporary directory), for /export to stream from.
+node_result<std::shared_ptr<http_file>> estimate_to_temporary_file(node::impl& n);
 }  // namespace detail
 
 }  // namespace mws::runtime

@@ -1,13 +1,18 @@
 #include "runtime/http_server.hpp"
 
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+
+#include "runtime/detail/atomic_file.hpp"
 
 namespace mws::runtime {
 namespace {
@@ -28,6 +33,16 @@ struct fixture {
       return http_response{200, "text/plain; version=0.0.4", "mws_up 1\n"};
     });
     server.route("/livez", [] { return http_response{200, "text/plain", "ok\n"}; });
+    server.route("/file", [] {
+      // Served from an open file, read from its start whatever its offset: 70,000 bytes.
+      const int fd = detail::open_unnamed_file(std::filesystem::temp_directory_path());
+      REQUIRE(fd >= 0);
+      std::vector<std::byte> bytes(70'000);
+      for (std::size_t i = 0; i < bytes.size(); ++i)
+        bytes[i] = static_cast<std::byte>('a' + i % 26);
+      REQUIRE(detail::write_all(fd, bytes));
+      return http_response{200, "application/octet-stream", std::make_shared<http_file>(fd)};
+    });
     endpoint = server.listen({asio::ip::make_address("127.0.0.1"), 0}).value();
     thread = std::thread([this] { loop.run(); });
   }
@@ -59,6 +74,23 @@ TEST_CASE("GET of a route answers 200 with its body; HEAD the same headers witho
   const std::string head =
       f.exchange("HEAD /livez HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
   CHECK(head.find("Content-Length: 3\r\n") != std::string::npos);
+  CHECK(head.ends_with("\r\n\r\n"));
+}
+
+TEST_CASE("a file body is sent whole from its start; HEAD gets its length and no body") {
+  fixture f;
+  const std::string get = f.exchange("GET /file HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  CHECK(get.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(get.find("Content-Length: 70000\r\n") != std::string::npos);
+  const auto body_at = get.find("\r\n\r\n") + 4;
+  REQUIRE(get.size() - body_at == 70'000);
+  bool same = true;
+  for (std::size_t i = 0; i < 70'000; ++i)
+    same = same && get[body_at + i] == static_cast<char>('a' + i % 26);
+  CHECK(same);
+  const std::string head =
+      f.exchange("HEAD /file HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  CHECK(head.find("Content-Length: 70000\r\n") != std::string::npos);
   CHECK(head.ends_with("\r\n\r\n"));
 }
 
