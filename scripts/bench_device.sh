@@ -5,14 +5,16 @@
 # poll finds every node seeing all N members with a completed epoch, and the exports of all N
 # nodes, fetched then, are identical byte for byte (the same bits everywhere: an epoch over the
 # whole membership has completed; scripts/bench_agreement.py also checks the value against
-# numpy where Python is available).
-#   scripts/bench_device.sh BUILD_DIR [NODES...]      (PARAMS=10000000 by default)
+# numpy where Python is available). Then the steady state, start-up aside: epochs back to back,
+# the epochs per second of the slowest node over WINDOW seconds.
+#   scripts/bench_device.sh BUILD_DIR [NODES...]      (PARAMS=10000000, WINDOW=10 by default)
 set -euo pipefail
 build=${1:?usage: scripts/bench_device.sh BUILD_DIR [NODES...]}
 shift
 node_counts=("$@")
 ((${#node_counts[@]})) || node_counts=(4 8)
 params=${PARAMS:-10000000}
+window=${WINDOW:-10}
 bin="$build/apps/mws-node/mws-node"
 work=$(mktemp -d)
 # Nodes start in a subshell ($(run_mesh ...)): their pids go to a file, for this trap.
@@ -36,20 +38,35 @@ same_exports() {  # same_exports BASE N: every node's export identical
   done
 }
 
-run_mesh() {  # run_mesh DEVICE NODES: prints seconds until all agree, or why not
-  local device=$1 n=$2 base=$((20000 + RANDOM % 12000)) pids=() start i
+min_epochs() {  # min_epochs BASE N: the fewest epochs any node has completed
+  local i e least=""
+  for ((i = 0; i < $2; i++)); do
+    e=$(field_of "$(($1 + 2 * i + 1))" epochs_completed)
+    [[ -z "$least" || "$e" -lt "$least" ]] && least=$e
+  done
+  echo "$least"
+}
+
+# run_mesh DEVICE NODES MODE. MODE agree (--epoch-s 1): seconds from the launch until every node
+# sees all N members, has completed an epoch, and exports the same bytes. MODE rate (--epoch-s
+# 0.01, epochs back to back): after the first epoch, epochs completed per second by the slowest
+# node over WINDOW seconds. Prints the number, or "none" and why.
+run_mesh() {
+  local device=$1 n=$2 mode=$3 base=$((20000 + RANDOM % 12000)) pids=() start i epoch_s=1
+  [[ "$mode" == rate ]] && epoch_s=0.01
   start=$(date +%s.%N)
   for ((i = 0; i < n; i++)); do
     local seed_args=(--listen "127.0.0.1:$((base + 2 * i))")
     ((i > 0)) && seed_args+=(--seed "127.0.0.1:$base")
     "$bin" run --key "$work/key-$i" --random-init "$params" --init-seed $((i + 1)) \
-      --http "127.0.0.1:$((base + 2 * i + 1))" --algorithm exact --epoch-s 1 \
+      --http "127.0.0.1:$((base + 2 * i + 1))" --algorithm exact --epoch-s "$epoch_s" \
       --device "$device" --log-level error "${seed_args[@]}" 2>>"$work/log-$device-$n" &
     pids+=($!)
     echo $! >>"$work/pids"
   done
-  local done_at="" tries p all
+  local result="" tries p all
   for ((tries = 0; tries < 3000; tries++)); do
+    [[ -n "$result" ]] && break
     all=1
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || all=2; done
     ((all == 2)) && break  # a node exited: its log says why
@@ -61,24 +78,26 @@ run_mesh() {  # run_mesh DEVICE NODES: prints seconds until all agree, or why no
         break
       fi
     done
-    if ((all == 1)); then
+    if ((all == 1)) && [[ "$mode" == agree ]]; then
       local seen
       seen=$(date +%s.%N)
-      if same_exports "$base" "$n"; then done_at=$seen; break; fi
+      same_exports "$base" "$n" && result=$(awk "BEGIN { printf \"%.2f\", $seen - $start }")
+    elif ((all == 1)); then
+      local e0 e1 t0 t1
+      e0=$(min_epochs "$base" "$n") t0=$(date +%s.%N)
+      sleep "$window"
+      e1=$(min_epochs "$base" "$n") t1=$(date +%s.%N)
+      result=$(awk "BEGIN { printf \"%.2f\", ($e1 - $e0) / ($t1 - $t0) }")
     fi
-    sleep 0.05
+    [[ -z "$result" ]] && sleep 0.05
   done
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  if [[ -z "$done_at" ]]; then
-    echo "none ($(tail -n 1 "$work/log-$device-$n" 2>/dev/null))"
-  else
-    awk "BEGIN { printf \"%.2f\", $done_at - $start }"
-  fi
+  echo "${result:-none ($(tail -n 1 "$work/log-$device-$n" 2>/dev/null))}"
 }
 
 for n in "${node_counts[@]}"; do
-  cpu=$(run_mesh cpu "$n")
-  cuda=$(run_mesh cuda "$n")
-  echo "$n nodes, $params f32 params, exact mode: cpu backend $cpu s, cuda backend $cuda s"
+  echo "$n nodes, $params f32 params, exact mode:" \
+    "agreement after cpu $(run_mesh cpu "$n" agree) s, cuda $(run_mesh cuda "$n" agree) s;" \
+    "then epochs/s cpu $(run_mesh cpu "$n" rate), cuda $(run_mesh cuda "$n" rate)"
 done

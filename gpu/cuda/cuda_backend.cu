@@ -4,7 +4,7 @@
 // enqueued on the caller's stream and returned from at once; nothing here blocks except
 // allocate (cudaMalloc, cudaHostAlloc), stream::synchronize, the destructors, and copies from or
 // to ordinary (pageable) host memory, which CUDA stages synchronously: use pinned_host buffers
-// for transfers that must not block.
+// for transfers that must not block. Freed pinned buffers are kept for reuse (pinned_cache).
 //
 // Element-wise work runs in the fused kernels of kernels.cu for every dtype, axpy and scale
 // included: axpy is the two-term weighted sum {1*y, a*x} (1*y is exact, so the result is
@@ -18,8 +18,11 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include <cuda_runtime.h>
@@ -65,8 +68,56 @@ void free_device(void* p) noexcept {
   (void)cudaFree(p);
 }
 
+// Pinned host memory is slow to allocate and to free (cudaHostAlloc locks every page,
+// cudaFreeHost unlocks them and waits for the device), and a node stages every model-sized share
+// it sends through it. So freed blocks are kept, the largest `kept_max` of them, and handed out
+// again for requests of at least half their size. Process-wide, as a buffer's deleter has no
+// state; never destroyed (the CUDA runtime may be gone by then), the process's exit frees it all.
+class pinned_cache {
+ public:
+  static pinned_cache& get() {
+    static auto* cache = new pinned_cache;
+    return *cache;
+  }
+
+  error_code take(std::size_t bytes, void** out) {
+    {
+      std::lock_guard lock(mutex_);
+      const auto fit = kept_.lower_bound(bytes);
+      if (fit != kept_.end() && fit->first / 2 <= bytes) {
+        *out = fit->second;
+        kept_.erase(fit);
+        return {};
+      }
+    }
+    if (cudaError_t e = cudaHostAlloc(out, bytes, cudaHostAllocPortable))
+      return allocation_failure(e);
+    std::lock_guard lock(mutex_);
+    sizes_[*out] = bytes;
+    return {};
+  }
+
+  void give(void* p) noexcept {
+    std::lock_guard lock(mutex_);
+    const auto size = sizes_.find(p);
+    if (size == sizes_.end()) return (void)cudaFreeHost(p);  // cannot happen: ours, all of them
+    kept_.emplace(size->second, p);
+    if (kept_.size() <= kept_max) return;
+    void* smallest = kept_.begin()->second;
+    kept_.erase(kept_.begin());
+    sizes_.erase(smallest);
+    (void)cudaFreeHost(smallest);
+  }
+
+ private:
+  static constexpr std::size_t kept_max = 2;
+  std::mutex mutex_;
+  std::unordered_map<void*, std::size_t> sizes_;  // every block handed out or kept
+  std::multimap<std::size_t, void*> kept_;        // freed blocks, by size
+};
+
 void free_pinned(void* p) noexcept {
-  (void)cudaFreeHost(p);
+  pinned_cache::get().give(p);
 }
 
 void free_host(void* p) noexcept {
@@ -232,8 +283,7 @@ class cuda_backend final : public backend {
         return buffer(p, numel, type, space, free_device);
       case memory_space::pinned_host:
         if (auto ec = use_device()) return ec;
-        if (cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable))
-          return allocation_failure(e);
+        if (auto ec = pinned_cache::get().take(bytes, &p)) return ec;
         return buffer(p, numel, type, space, free_pinned);
       case memory_space::host:
         break;
