@@ -161,47 +161,72 @@ class exact_node final : public node_base {
     if (msg.header.step > max_exact_step) return errc::out_of_range;
     if (auto ec = check_payload(msg, false)) return ec;
     if (!(msg.header.weight >= 0.0)) return errc::bad_weight;
+    return on_value(from, msg, now_us, out);
+  }
+
+  // A value (or, seq 1, a request that we repeat ours) of epoch `round`, step `step`.
+  error_code on_value(peer_id from, const message& msg, time_us now_us, action_sink& out) {
     const round_t e = msg.header.round;
     const std::uint32_t t = msg.header.step;
     const bool request = msg.header.seq == 1;
     ++stats_.received;
     note_epoch(e);
-    bool repeated = false;
-    if (request) {
-      // The sender waits on us: repeat what we sent it in that epoch.
-      for (const auto& s : ledger_) {
-        if (s.epoch == e && s.peer == from && s.x) {
-          ++stats_.resent;
-          send_entry(out, s, false);
-          repeated = true;
-        }
-      }
-    }
+    const bool repeated = request && repeat_sent(e, from, out);
     const bool here = active_ && e == cur_.epoch && t >= step_ && msg.header.view == cur_.view;
     if (here && cur_.takes_from(t, from)) return buffer(from, msg, now_us, out);
     if (here && request && cur_.gives_to(t, from)) return {};  // it comes when we get there
-    if (auto* s = find(e, t, from)) {
-      if (s->what == step_role::exchange && !s->answered && msg.header.view == s->view) {
-        // We gave up waiting (a member failed, or the partner was silent), but sent our value:
-        // the partner may have applied it, so we apply theirs now, as a local change. (Same
-        // view, same plan: the sender's step with us is this exchange too.)
-        apply_exchange(*s, *msg.tensors, msg.header.weight);
-        send_control(out, message_kind::exact_ack, e, t, from);
-        ++stats_.late_values;
-        return {};
-      }
-      if (s->answered && msg.header.view == s->view) {
-        // A repeat of a value we applied: its sender missed our ack.
-        ++stats_.ignored;
-        send_control(out, message_kind::exact_ack, e, t, from);
-        return {};
-      }
-      if (s->what == step_role::give) {
-        ++stats_.ignored;  // a taker's request: the give itself was repeated above
-        return {};
+    if (auto* s = find(e, t, from); s && answer_done_step(*s, msg, out)) return {};
+    if (repeated) return {};  // a stalled fold or take: its payload is only the request
+    return on_unplanned_value(from, msg, now_us, out);
+  }
+
+  // The sender of a request waits on us: repeat what we still hold of what we sent it in that
+  // epoch. Whether anything was.
+  bool repeat_sent(round_t e, peer_id to, action_sink& out) {
+    bool repeated = false;
+    for (const auto& s : ledger_) {
+      if (s.epoch == e && s.peer == to && s.x) {
+        ++stats_.resent;
+        send_entry(out, s, false);
+        repeated = true;
       }
     }
-    if (repeated) return {};  // a stalled fold or take: its payload is only the request
+    return repeated;
+  }
+
+  // A value for a step in our records (`s`): applied late, acknowledged again, or ignored.
+  // False when the records do not settle it.
+  bool answer_done_step(entry& s, const message& msg, action_sink& out) {
+    const bool same_view = msg.header.view == s.view;
+    if (s.what == step_role::exchange && !s.answered && same_view) {
+      // We gave up waiting (a member failed, or the partner was silent), but sent our value:
+      // the partner may have applied it, so we apply theirs now, as a local change. (Same
+      // view, same plan: the sender's step with us is this exchange too.)
+      apply_exchange(s, *msg.tensors, msg.header.weight);
+      send_control(out, message_kind::exact_ack, s.epoch, s.step, s.peer);
+      ++stats_.late_values;
+      return true;
+    }
+    if (s.answered && same_view) {
+      // A repeat of a value we applied: its sender missed our ack.
+      ++stats_.ignored;
+      send_control(out, message_kind::exact_ack, s.epoch, s.step, s.peer);
+      return true;
+    }
+    if (s.what == step_role::give) {
+      ++stats_.ignored;  // a taker's request: the give itself was repeated
+      return true;
+    }
+    return false;
+  }
+
+  // A value that no step of ours takes now and our records do not settle: kept for a later
+  // epoch, ignored when too old to tell, refused when our plans agree that no such step
+  // exists, and otherwise aborted (the sender must not wait on us).
+  error_code on_unplanned_value(peer_id from, const message& msg, time_us now_us,
+                                action_sink& out) {
+    const round_t e = msg.header.round;
+    const std::uint32_t t = msg.header.step;
     if (!begun_any() || e > cur_.epoch) return buffer(from, msg, now_us, out);
     if (e + ledger_epochs < cur_.epoch) {
       ++stats_.ignored;  // older than our records: we cannot tell whether we applied it
