@@ -77,7 +77,7 @@ def run_mws(binary, directory, models, exact, tolerance, deadline, extra):
                 seconds = done - start
         if seconds is None:
             waited, worst = mwsmesh.wait_agreement(nodes, exact, tolerance, deadline,
-                                                   period_s=0.2)
+                                                   period_s=0.2, cheap=True)
             seconds = time.monotonic() - start if waited is not None else None
         elapsed = seconds
         rss = [peak_rss_bytes(n.proc.pid) for n in nodes]
