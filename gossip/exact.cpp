@@ -334,15 +334,16 @@ class exact_node final : public node_base {
     return {};
   }
 
-  // A value this epoch sent at an earlier step is not acked yet, and was applied (or given) less
-  // than timeout_us ago: the next step waits for the ack before it copies the model again, so
-  // that a node holds one sent value at a time rather than one per step (a model each). A
-  // partner that does not ack in time is not waited for (its value is re-sent, and the step
-  // goes on).
+  // A value this epoch sent at an earlier step is not acked yet: the step waits for the ack
+  // before it copies the model again, so that a node holds one sent value at a time rather than
+  // one per step (a model each). It waits at most timeout_us from the last step's end (the
+  // stall threshold: a stall never finds a step waiting here); an ack later than that is not
+  // waited for (its value is re-sent meanwhile, and the step goes on).
   bool awaiting_ack(time_us now_us) const noexcept {
+    if (now_us - last_progress_us_ >= cfg_.timeout_us) return false;
     return std::any_of(ledger_.begin(), ledger_.end(), [&](const entry& s) {
       return s.x && s.epoch == cur_.epoch && s.step < step_ &&
-             (s.what == step_role::give || s.answered) && now_us - s.sent_us < cfg_.timeout_us;
+             (s.what == step_role::give || s.answered);
     });
   }
 
@@ -528,10 +529,14 @@ class exact_node final : public node_base {
   // stall_resends_max unanswered requests, give the step up: the epoch ends, and a value sent
   // to the partner stays in the ledger, to be matched if the partner's value comes late.
   void stalled(time_us now_us, action_sink& out) {
-    ++stats_.stalls;
-    last_progress_us_ = now_us;
     peer_id partner;
     const step_role role = cur_.mine(step_, &partner);
+    // An exchange whose value is not out yet waits for an ack (awaiting_ack, which on_tick
+    // has just ended): only a value in the ledger may go out, or the partner would apply a
+    // copy that this node never accounts for.
+    if (role == step_role::exchange && !sent_) return;
+    ++stats_.stalls;
+    last_progress_us_ = now_us;
     if (role == step_role::none || role == step_role::give) return;
     if (cfg_.stall_resends_max != 0 && resends_ >= cfg_.stall_resends_max) {
       lost(partner);
