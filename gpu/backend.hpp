@@ -136,7 +136,9 @@ class backend {
   virtual std::string description() const = 0;
 
   // Memory. `device` memory is where operations run; `pinned_host` memory is the staging area
-  // for transfers. Contents are uninitialised.
+  // for transfers. Contents are uninitialised. A freed buffer's memory may be handed out again
+  // at once (the CUDA backend keeps pinned blocks for reuse): synchronize the streams that use a
+  // buffer before freeing it.
   virtual result<buffer> allocate(dtype type, std::size_t numel, memory_space space) = 0;
 
   virtual result<std::unique_ptr<stream>> make_stream() = 0;

@@ -198,6 +198,7 @@ const boost::system::error_category& checkpoint_category() noexcept {
 }
 
 std::string checkpoint_checksum(const model_view& model) {
+  if (!model.misfit().empty()) return {};  // matches no recorded checksum
   transport::detail::ensure_sodium();
   const auto& tensors = model.spec().tensors;
   // Name order, whatever order the caller's manifest is in: a loaded model is sorted by name.

@@ -62,7 +62,7 @@ inline constexpr std::string_view checkpoint_sequence_key = "mws.checkpoint.sequ
 inline constexpr std::string_view checkpoint_checksum_key = "mws.checkpoint.checksum";
 
 // Lowercase hex BLAKE2b-256 of the canonical encoding of `model` (every metadata entry counts
-// except mws.checkpoint.checksum itself).
+// except mws.checkpoint.checksum itself); empty for a view that does not fit its manifest.
 std::string checkpoint_checksum(const model_view& model);
 
 // "checkpoint-00000000000000000042.safetensors"

@@ -49,7 +49,7 @@ http::response<http::string_body> make_response(http_response r, unsigned versio
   return res;
 }
 
-// Writes a response whose body is r.file (HEAD: its headers only).
+// Writes a response whose body is r.file (HEAD: its headers only). An error ends the connection.
 asio::awaitable<beast::error_code> write_file_response(beast::tcp_stream& stream, http_response r,
                                                        unsigned version, bool keep_alive,
                                                        bool head) {
@@ -63,7 +63,8 @@ asio::awaitable<beast::error_code> write_file_response(beast::tcp_stream& stream
   if (ec) {
     auto failed = make_response({500, "text/plain; charset=utf-8", ec.message() + "\n"}, version,
                                 false, head);
-    co_return std::get<0>(co_await http::async_write(stream, failed, use_tuple));
+    co_await http::async_write(stream, failed, use_tuple);
+    co_return ec;  // the connection closes, as the answer said
   }
   res.prepare_payload();
   http::response_serializer<http::file_body> sr(res);

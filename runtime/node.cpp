@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/detail/atomic_file.hpp"
@@ -404,7 +405,11 @@ node_result<std::shared_ptr<http_file>> estimate_to_temporary_file(node::impl& n
   std::error_code ec;
   const auto dir =
       n.opts.data_dir.empty() ? std::filesystem::temp_directory_path(ec) : n.opts.data_dir;
-  if (ec) return node_error{"no temporary directory: " + ec.message()};
+  if (ec) {
+    const char* tmpdir = std::getenv("TMPDIR");
+    return node_error{"no temporary directory (TMPDIR=" + std::string(tmpdir ? tmpdir : "") +
+                      "): " + ec.message()};
+  }
   const int fd = open_unnamed_file(dir);
   if (fd < 0) {
     return node_error{"cannot create a temporary file in " + dir.string() + ": " +

@@ -43,8 +43,10 @@ void register_endpoints(node::impl& n, const node& self) {
   // Streamed from a temporary file: the node holds no second copy of the model meanwhile.
   // Where no such file can be made (a full or read-only disk), from memory.
   n.http->route("/export", [&n, &self] {
-    if (auto file = estimate_to_temporary_file(n)) {
-      return http_response{200, "application/octet-stream", std::move(*file)};
+    auto file = estimate_to_temporary_file(n);
+    if (file) return http_response{200, "application/octet-stream", std::move(*file)};
+    if (n.averaging->state().w > 0.0) {
+      n.log.log(log_level::warn, "export_in_memory", {{"why", file.error().message}});
     }
     auto body = self.estimate_safetensors();
     if (!body) return http_response{503, "text/plain", body.error().message + "\n"};

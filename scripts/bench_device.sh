@@ -38,10 +38,11 @@ same_exports() {  # same_exports BASE N: every node's export identical
   done
 }
 
-min_epochs() {  # min_epochs BASE N: the fewest epochs any node has completed
+min_epochs() {  # min_epochs BASE N: the fewest epochs any node has completed (-1: one did not say)
   local i e least=""
   for ((i = 0; i < $2; i++)); do
     e=$(field_of "$(($1 + 2 * i + 1))" epochs_completed)
+    ((e < 0)) && { echo -1; return; }
     [[ -z "$least" || "$e" -lt "$least" ]] && least=$e
   done
   echo "$least"
@@ -87,7 +88,11 @@ run_mesh() {
       e0=$(min_epochs "$base" "$n") t0=$(date +%s.%N)
       sleep "$window"
       e1=$(min_epochs "$base" "$n") t1=$(date +%s.%N)
-      result=$(awk "BEGIN { printf \"%.2f\", ($e1 - $e0) / ($t1 - $t0) }")
+      if ((e0 >= 0 && e1 >= 0)); then
+        result=$(awk "BEGIN { printf \"%.2f\", ($e1 - $e0) / ($t1 - $t0) }")
+      else
+        break  # a node stopped answering: its log says why
+      fi
     fi
     [[ -z "$result" ]] && sleep 0.05
   done

@@ -77,6 +77,7 @@ class Node:
                      "--data-dir", os.path.join(directory, "data"), *extra]
         for s in seeds:
             self.args += ["--seed", s]
+        self.env = None  # the process's environment: None inherits ours
         self.proc = None
 
     def start(self):
@@ -84,7 +85,7 @@ class Node:
         # A session of its own: a signal to the node never reaches the caller, and a wrapper
         # (timeout, valgrind) and the node go down together.
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log,
-                                     start_new_session=True)
+                                     start_new_session=True, env=self.env)
         return self
 
     def get(self, path, timeout=5.0):

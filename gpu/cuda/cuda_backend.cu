@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -71,8 +72,10 @@ void free_device(void* p) noexcept {
 // Pinned host memory is slow to allocate and to free (cudaHostAlloc locks every page,
 // cudaFreeHost unlocks them and waits for the device), and a node stages every model-sized share
 // it sends through it. So freed blocks are kept, the largest `kept_max` of them, and handed out
-// again for requests of at least half their size. Process-wide, as a buffer's deleter has no
-// state; never destroyed (the CUDA runtime may be gone by then), the process's exit frees it all.
+// again for requests of at least half their size (so a process holds up to two idle blocks of
+// up to twice what it asks for). Process-wide, as a buffer's deleter has no state; never
+// destroyed (the CUDA runtime may be gone by then): the process's exit frees it all. Reuse is
+// immediate, so callers synchronize before freeing (backend.hpp).
 class pinned_cache {
  public:
   static pinned_cache& get() {
@@ -101,7 +104,12 @@ class pinned_cache {
     std::lock_guard lock(mutex_);
     const auto size = sizes_.find(p);
     if (size == sizes_.end()) return (void)cudaFreeHost(p);  // cannot happen: ours, all of them
-    kept_.emplace(size->second, p);
+    try {
+      kept_.emplace(size->second, p);
+    } catch (const std::bad_alloc&) {
+      sizes_.erase(size);
+      return (void)cudaFreeHost(p);
+    }
     if (kept_.size() <= kept_max) return;
     void* smallest = kept_.begin()->second;
     kept_.erase(kept_.begin());

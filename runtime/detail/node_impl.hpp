@@ -289,10 +289,10 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     // Stopping: the final checkpoint is written; a share applied now would be acked and then
     // lost with the process. Unacked, its sender gives it up or re-sends it to our successor.
     if (stopped) return;
-    // The node may keep the payload by reference (exact mode buffers values for later steps, a
-    // bounded number: one per step of the running epoch and of one later epoch); the
-    // large-message slot is released when this returns either way, so that the values it waits
-    // for can come in.
+    // The node may keep the payload by reference (exact mode buffers values for later steps:
+    // per sender, step and view, of the running epoch and of one later one, as it kept copies
+    // before); the large-message slot is released when this returns either way, so that the
+    // values it waits for can come in.
     auto m = gossip::decode(body, gspec, msg->data);
     if (!m) return refused_message(key, m.error());
     auto payload = detail::to_backend(*backend, *stream, m->tensors, gspec);

@@ -256,6 +256,25 @@ class MeshTest(MeshTestCase):
         self.assert_agreement([seed, joiner], exact, "2 nodes joined by host name")
         self.assertEqual(self.stop_all([seed, joiner]), [0, 0])
 
+    def test_export_without_a_temporary_file_is_served_from_memory_with_a_warning(self):
+        paths, _ = self.models(1, SMALL, seed=31)
+        port, http_port = mwsmesh.free_ports(2)
+        n = mwsmesh.Node(BINARY, os.path.join(self.dir, "alone"), port, http_port, paths[0])
+        data = n.args.index("--data-dir")
+        del n.args[data:data + 2]  # no data directory, and TMPDIR names none that exists
+        n.env = dict(os.environ, TMPDIR=os.path.join(self.dir, "no-such-directory"))
+        self.nodes.append(n)
+        self.start(n)
+        exported = n.estimate()
+        original = mwsmesh.read_safetensors(paths[0])
+        self.assertEqual(sorted(exported), sorted(original))
+        for k in original:
+            self.assertTrue(np.array_equal(exported[k], original[k]), k)
+        warnings = self.events(n, "export_in_memory")
+        self.assertEqual(len(warnings), 1, "one warning, naming why")
+        self.assertIn("no-such-directory", warnings[0].get("why", ""))
+        self.assertEqual(self.stop_all([n]), [0])
+
     def test_survivors_of_a_kill_9_agree_and_the_restarted_node_resumes_and_rejoins(self):
         paths, exact = self.models(5, LARGE, seed=12)
         # Slow ticks: the mesh needs dozens of them to agree, so the victim, the last to join,
