@@ -23,11 +23,17 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -161,6 +167,157 @@ struct member_info {
   node_key accuser;  // suspect, dead: who first accused (passed on in push-pull rows)
 };
 
+namespace detail {
+
+// Open addressing with linear probing, from a node_key to a 32-bit value whose key is stored
+// elsewhere (key_of(value)), so that an entry costs 4 bytes. Salted per node: peers choose their
+// keys and must not be able to pile them onto one probe chain.
+class key_index {
+ public:
+  static constexpr std::uint32_t none = 0xffffffff;
+  explicit key_index(std::uint64_t salt) noexcept : salt_(salt) {}
+  template <class KeyOf>
+  std::uint32_t find(const node_key& k, const KeyOf& key_of) const;
+  template <class KeyOf>
+  void insert(const node_key& k, std::uint32_t value, const KeyOf& key_of);
+  template <class KeyOf>
+  void erase(const node_key& k, const KeyOf& key_of);
+
+ private:
+  std::size_t home(const node_key& k) const noexcept;
+  template <class KeyOf>
+  std::size_t position(const node_key& k, const KeyOf& key_of) const;  // of k, or an empty cell
+  template <class KeyOf>
+  void grow(const KeyOf& key_of);
+
+  std::vector<std::uint32_t> cells_;  // `none` or a value; the size is a power of two
+  std::size_t size_ = 0;
+  std::uint64_t salt_;
+};
+
+// How many of positions 0..n-1 are set, by prefix (a Fenwick tree): O(log n) to flip a
+// position, count those before one, or find the k-th set one.
+class rank_counts {
+ public:
+  void build(std::vector<std::uint32_t> flags);  // one 0 or 1 per position, O(n)
+  void add(std::size_t pos, bool set);           // a position becomes set (or unset)
+  std::size_t before(std::size_t pos) const noexcept;
+  std::size_t nth(std::size_t k) const noexcept;  // the position with k set ones before it
+
+ private:
+  std::vector<std::uint32_t> tree_;  // tree_[i - 1] counts positions (i - lowbit(i), i]
+};
+
+}  // namespace detail
+
+// The member table of one node, compact because every node holds one row per member: a flat
+// row of 56 bytes (addresses back to back in one string), a 4-byte hash index entry, and the
+// rows in key order with counts of alive members by rank, rebuilt after members come or go.
+// The key order makes each random pick the one a key-sorted map would give, so decisions do not
+// depend on where a row happens to be stored. Owned and changed by membership; others read it
+// through membership::members(), like a map, in no particular order.
+class member_table {
+ public:
+  using slot = std::uint32_t;
+  static constexpr slot none = detail::key_index::none;
+
+  class const_iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;  // rows are made on demand
+    using difference_type = std::ptrdiff_t;
+    using value_type = std::pair<node_key, member_info>;
+    using reference = value_type;
+    struct pointer {
+      value_type v;
+      const value_type* operator->() const noexcept { return &v; }
+    };
+    value_type operator*() const { return {t_->id(s_), t_->info(s_)}; }
+    pointer operator->() const { return {**this}; }
+    const_iterator& operator++() noexcept;
+    const_iterator operator++(int) noexcept {
+      const_iterator before = *this;
+      ++*this;
+      return before;
+    }
+    friend bool operator==(const const_iterator&, const const_iterator&) = default;
+
+   private:
+    friend class member_table;
+    const_iterator(const member_table* t, slot s) noexcept : t_(t), s_(s) {}
+    const member_table* t_ = nullptr;
+    slot s_ = 0;
+  };
+
+  explicit member_table(std::uint64_t salt) noexcept : index_(salt) {}
+
+  // Reading, map-like.
+  std::size_t size() const noexcept { return rows_.size() - free_.size(); }
+  bool empty() const noexcept { return size() == 0; }
+  std::size_t count(const node_key& id) const { return slot_of(id) == none ? 0 : 1; }
+  const_iterator find(const node_key& id) const;
+  member_info at(const node_key& id) const;  // the member must be present
+  const_iterator begin() const noexcept;
+  const_iterator end() const noexcept { return {this, static_cast<slot>(rows_.size())}; }
+
+  // Rows by slot.
+  slot slot_of(const node_key& id) const;  // `none` when absent
+  const node_key& id(slot s) const noexcept { return rows_[s].id; }
+  std::string_view address(slot s) const noexcept;
+  member_state state(slot s) const noexcept { return rows_[s].state; }
+  std::uint64_t incarnation(slot s) const noexcept { return rows_[s].incarnation; }
+  time_us since_us(slot s) const noexcept { return rows_[s].since_us; }
+  const node_key& accuser(slot s) const;  // zero for alive members
+  member_info info(slot s) const;
+  std::size_t alive() const noexcept { return alive_; }
+  std::size_t live() const noexcept { return live_; }  // alive or suspect
+  // Members not alive (suspect, dead, left) and their accusers, in key order.
+  const std::map<node_key, node_key>& not_alive() const noexcept { return not_alive_; }
+
+  // Changes, by membership.
+  slot insert(const node_key& id, std::string_view address, std::uint64_t incarnation,
+              time_us now_us);  // an alive member
+  void set_status(slot s, member_state state, std::uint64_t incarnation, time_us since_us,
+                  const node_key& accuser);
+  void set_incarnation(slot s, std::uint64_t incarnation) noexcept;
+  void set_address(slot s, std::string_view address);
+  void erase(slot s);
+
+  // In key order (sorting newcomers in first).
+  const std::vector<slot>& by_key();
+  std::size_t alive_before(slot s);  // alive members with a smaller key than s (alive itself)
+  slot nth_alive(std::size_t k);     // k < alive()
+
+ private:
+  struct row {
+    node_key id;
+    std::uint64_t incarnation = 0;
+    time_us since_us = 0;
+    std::uint32_t address_at = 0;  // in addresses_
+    std::uint16_t address_size = 0;
+    member_state state = member_state::alive;
+    bool used = false;
+  };
+
+  slot next_used(slot s) const noexcept;
+  std::size_t position(slot s) const;  // in by_key_, which must be sorted
+  void sort();
+  void count_alive(slot s, bool was_alive);
+  void release_address_bytes(std::size_t n);  // no row uses them any more
+  void compact_addresses();
+
+  std::vector<row> rows_;
+  std::vector<slot> free_;
+  detail::key_index index_;
+  std::string addresses_;            // every row's address, back to back
+  std::size_t address_garbage_ = 0;  // bytes of addresses_ that no row uses any more
+  std::map<node_key, node_key> not_alive_;
+  std::size_t alive_ = 0, live_ = 0;
+  std::vector<slot> by_key_;  // sorted up to sorted_, newcomers after
+  std::size_t sorted_ = 0;
+  detail::rank_counts alive_by_key_;  // over by_key_, valid when counted_
+  bool counted_ = false;
+};
+
 class membership {
  public:
   explicit membership(membership_config cfg);
@@ -179,13 +336,14 @@ class membership {
   // spreads.
   void leave(time_us now_us, membership_sink& out);
 
-  // Members other than self, with their states (dead and left ones until they are forgotten).
-  const std::map<node_key, member_info>& members() const noexcept { return members_; }
+  // Members other than self, with their states (dead and left ones until they are forgotten),
+  // in no particular order.
+  const member_table& members() const noexcept { return members_; }
   std::size_t alive_count() const noexcept;  // self included
   std::uint64_t incarnation() const noexcept { return incarnation_; }
   const membership_stats& stats() const noexcept { return stats_; }
   // Updates still waiting to be piggybacked (a backlog delays fresh news; see queued_first).
-  std::size_t pending_broadcasts() const noexcept { return pending_.size(); }
+  std::size_t pending_broadcasts() const noexcept { return send_order_.size(); }
   const membership_config& settings() const noexcept { return cfg_; }
 
  private:
@@ -210,22 +368,29 @@ class membership {
     std::vector<node_key> confirmations;
     std::uint32_t expected = 0;
     time_us min_us = 0, max_us = 0;
+    time_us deadline_us = 0;  // start_us + the current timeout
   };
   // The broadcast queue (memberlist's TransmitLimitedQueue): one pending update per member,
   // sent least-transmitted first and, among equals, newest first, so that fresh news is never
   // stuck behind a backlog. Bounded: when full, the most-transmitted entry goes (push-pull
-  // repairs what piggybacking drops).
+  // repairs what piggybacking drops). The updates sit in broadcasts_ by slot; send_order_ holds
+  // 16-byte entries sorted in sending order (a deque: fresh news goes in at the front, the most
+  // sent leaves at the back).
   struct queued {
     std::uint32_t transmits = 0;
+    std::uint32_t slot = 0;   // in broadcasts_
     std::uint64_t order = 0;  // larger is newer
-    node_key id;
-    friend auto operator<=>(const queued&, const queued&) = default;
+    friend bool operator==(const queued&, const queued&) = default;
   };
   struct queued_first {
     bool operator()(const queued& a, const queued& b) const noexcept {
       if (a.transmits != b.transmits) return a.transmits < b.transmits;
       return a.order > b.order;
     }
+  };
+  struct broadcast {
+    member_update update;
+    queued place;
   };
 
   void apply(const member_update& u, const node_key& from, time_us now_us, membership_sink& out);
@@ -235,9 +400,12 @@ class membership {
   void on_dead(const member_update& u, const node_key& from, time_us now_us, membership_sink& out);
   void refute(std::uint64_t accused_incarnation);
   void queue(member_update u);
+  void unqueue(std::uint32_t slot);
+  void drop_broadcast(std::uint32_t slot);
+  void insert_in_order(const queued& q);
   std::vector<member_update> piggyback();
   std::vector<member_update> updates_for(const node_key& target);
-  std::vector<member_update> full_state() const;
+  std::vector<member_update> full_state();
   void merge(const std::vector<member_update>& rows, const node_key& from, time_us now_us,
              membership_sink& out);
 
@@ -249,7 +417,10 @@ class membership {
   void gossip_to_random_members(membership_sink& out);
   void reconnect(time_us now_us, membership_sink& out);
   time_us reconnect_interval() noexcept;
+  void schedule(const node_key& id, suspicion& s);
+  void end_suspicion(const node_key& id);
   void forget_old_dead(time_us now_us);
+  void forget(member_table::slot s);
   void adjust_awareness(int delta);
   time_us scaled(time_us base) const noexcept;
   time_us push_pull_interval() const noexcept;
@@ -265,12 +436,20 @@ class membership {
   rng rng_;
   std::uint64_t incarnation_ = 0;
   bool leaving_ = false;
-  std::map<node_key, member_info> members_;
+  member_table members_;
   std::map<node_key, suspicion> suspicions_;
-  std::map<node_key, std::pair<member_update, queued>> pending_;
-  std::set<queued, queued_first> send_order_;
+  std::set<std::pair<time_us, node_key>> suspicion_deadlines_;  // the earliest first
+  // No dead or left member has been gone longer (a lower bound; max: none).
+  time_us earliest_gone_us_ = std::numeric_limits<time_us>::max();
+  std::vector<broadcast> broadcasts_;  // by slot; free slots in free_broadcasts_
+  std::vector<std::uint32_t> free_broadcasts_;
+  detail::key_index broadcast_index_;  // key -> slot in broadcasts_
+  std::deque<queued> send_order_;      // sorted by queued_first
   std::uint64_t next_order_ = 0;
-  std::vector<node_key> probe_order_;
+  // A round: slots, or forgotten_turn + i for forgotten_turns_[i] (see forget()).
+  static constexpr member_table::slot forgotten_turn = 0x80000000;
+  std::vector<member_table::slot> probe_order_;
+  std::vector<node_key> forgotten_turns_;
   std::size_t probe_index_ = 0;
   std::optional<probe_state> probe_;
   std::map<std::uint32_t, relay> relays_;  // by the seq of our relayed ping

@@ -2,8 +2,9 @@
 // virtual network: the very state machine a node ships, thousands of instances in one process.
 //
 // One run, in phases, on n nodes (node n-1 is the late joiner, n-2 leaves, n-3 crashes):
-//   bootstrap  nodes 0..n-2 start knowing each other (one push-pull reply each), then settle
-//              until the broadcasts this queued have drained;
+//   bootstrap  nodes 0..n-2 start knowing each other (one push-pull reply each), at random
+//              moments within start_spread_us, then settle until the broadcasts this queued
+//              have drained;
 //   join       node n-1 joins through seed n0: how long until 99.9% of the others list it;
 //   leave      node n-2 leaves gracefully and stops: until 99.9% list it as left;
 //   crash      node n-3 stops without a word: until the first suspicion, and until 99.9% list
@@ -24,6 +25,9 @@ struct membership_study_config {
   node_id nodes = 1000;
   double loss_p = 0.0;
   latency_model latency{latency_kind::uniform, 1000.0, 10'000.0};
+  // Under the probe timeout, so that a node probed before it started answers the indirect
+  // probes: the spread alone causes no suspicion.
+  sim_time_us start_spread_us = 400'000;
   sim_time_us settle_us = 30'000'000;
   sim_time_us phase_us = 120'000'000;  // observation time of each phase
   double reach = 0.999;                // fraction of nodes that counts as "everyone"

@@ -341,6 +341,64 @@ TEST_CASE("membership: the same seed replays the same events; another seed diffe
   CHECK(run(11) != run(12));
 }
 
+TEST_CASE("member_table: rows, key order and alive ranks agree with a sorted map") {
+  // Random inserts, state changes, address changes and erasures, checked against std::map after
+  // each step: the table must read like the map it replaced, and its ranks must follow key order.
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    CAPTURE(seed);
+    rng random(seed);
+    member_table table(seed);
+    std::map<node_key, member_info> model;
+    auto random_key = [&] { return key_of(random.below(300)); };
+    for (std::size_t step = 0; step < 4000; ++step) {
+      const node_key id = random_key();
+      const auto slot = table.slot_of(id);
+      REQUIRE((slot == member_table::none) == (model.count(id) == 0));
+      const std::uint64_t what = random.below(10);
+      if (slot == member_table::none) {
+        const std::string address = std::string(random.below(40), 'a') + address_of(step);
+        const auto now = static_cast<time_us>(step);
+        table.insert(id, address, 1, now);
+        model[id] = {address, 1, member_state::alive, now, {}};
+      } else if (what < 5) {
+        const auto state = static_cast<member_state>(random.below(4));
+        const node_key accuser = state == member_state::alive ? node_key{} : random_key();
+        const auto now = static_cast<time_us>(step);
+        table.set_status(slot, state, model[id].incarnation + 1, now, accuser);
+        model[id] = {model[id].address, model[id].incarnation + 1, state, now, accuser};
+      } else if (what < 7) {
+        const std::string address = address_of(random.below(1000));
+        table.set_address(slot, address);
+        model[id].address = address;
+      } else {
+        table.erase(slot);
+        model.erase(id);
+      }
+      REQUIRE(table.size() == model.size());
+      if (step % 50 != 0) continue;
+      std::vector<node_key> alive_by_key;
+      for (const auto& [k, m] : model) {
+        const member_info got = table.at(k);
+        CHECK(got.address == m.address);
+        CHECK(got.incarnation == m.incarnation);
+        CHECK(got.state == m.state);
+        CHECK(got.since_us == m.since_us);
+        CHECK(got.accuser == m.accuser);
+        if (m.state == member_state::alive) alive_by_key.push_back(k);
+      }
+      std::size_t iterated = 0;
+      for (const auto& [k, m] : table)
+        iterated += model.count(k);
+      CHECK(iterated == model.size());
+      REQUIRE(table.alive() == alive_by_key.size());
+      for (std::size_t r = 0; r < alive_by_key.size(); ++r) {
+        CHECK(table.id(table.nth_alive(r)) == alive_by_key[r]);
+        CHECK(table.alive_before(table.slot_of(alive_by_key[r])) == r);
+      }
+    }
+  }
+}
+
 TEST_CASE("deterministic_log agrees with std::log to 1e-15") {
   for (double x : {1e-300, 0.001, 0.5, 0.7071, 1.0, 1.5, 2.0, 10.0, 16.0, 1e6, 123456.789, 1e300}) {
     CAPTURE(x);
