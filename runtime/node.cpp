@@ -388,11 +388,11 @@ node_result<void> write_estimate_file(node::impl& n, const byte_sink& sink) {
   const std::string prefix = safetensors_prefix(n.spec);
   if (!sink(std::as_bytes(std::span(prefix)))) return {};
   constexpr std::size_t piece_bytes = std::size_t{4} << 20;  // a multiple of every dtype's size
-  std::vector<std::byte> piece(piece_bytes);
+  std::vector<std::byte> piece(std::min<std::size_t>(piece_bytes, n.spec.total_bytes()));
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
     const auto tensor = x->tensors[t];
-    for (std::size_t at = 0; at < tensor.size(); at += piece_bytes) {
-      const auto part = tensor.subspan(at, std::min(piece_bytes, tensor.size() - at));
+    for (std::size_t at = 0; at < tensor.size(); at += piece.size()) {
+      const auto part = tensor.subspan(at, std::min(piece.size(), tensor.size() - at));
       const auto out = std::span(piece).first(part.size());
       write_estimate(part, n.gspec[t].type, w, out);
       if (!sink(out)) return {};

@@ -301,6 +301,21 @@ bool all_finished(driver& d, const std::vector<std::size_t>& who, round_t epochs
                      [&](std::size_t i) { return d.node(i).stats().round >= epochs; });
 }
 
+// Runs until every node of `who` has completed `epochs` more epochs than now and stands
+// between epochs (step 0), or `for_us` has passed.
+void settle(driver& d, const std::vector<std::size_t>& who, round_t epochs, time_us for_us) {
+  std::vector<round_t> from;
+  for (const auto i : who)
+    from.push_back(d.node(i).stats().round);
+  d.run(d.now() + for_us, [&] {
+    for (std::size_t k = 0; k < who.size(); ++k) {
+      const auto& st = d.node(who[k]).stats();
+      if (st.round < from[k] + epochs || st.step != 0) return false;
+    }
+    return true;
+  });
+}
+
 // Every node of `who` holds bit-identical estimates, within `tolerance` of `exact`.
 void check_agree(driver& d, const std::vector<std::size_t>& who, const std::vector<double>& exact,
                  double tolerance) {
@@ -518,23 +533,7 @@ TEST_CASE("exact mode: churning, disagreeing views under loss never make or lose
     // Then everyone agrees on the whole membership, on a clean network.
     d->net() = network{};
     set_all(*d, all, all_members(n), 99);
-    const auto settled = [&] {
-      return std::all_of(all.begin(), all.end(), [&](std::size_t i) {
-        return d->node(i).stats().round >= 1 && d->node(i).stats().step == 0;
-      });
-    };
-    const auto start_rounds = [&] {
-      std::vector<round_t> r;
-      for (const auto i : all)
-        r.push_back(d->node(i).stats().round);
-      return r;
-    }();
-    d->run(d->now() + 5'000'000, [&] {
-      for (const auto i : all) {
-        if (d->node(i).stats().round < start_rounds[i] + 2) return false;
-      }
-      return settled();
-    });
+    settle(*d, all, 2, 5'000'000);
     std::uint64_t abandoned = 0, returned = 0;
     for (const auto i : all) {
       abandoned += d->node(i).stats().epochs_abandoned;
@@ -579,10 +578,7 @@ TEST_CASE("exact mode: members out of step, on links slower than the epoch inter
       CHECK(st.epochs_abandoned <= 8);
     }
     d->net() = network{};
-    d->run(d->now() + 1'000'000, [&] {
-      return std::all_of(all.begin(), all.end(),
-                         [&](std::size_t i) { return d->node(i).stats().step == 0; });
-    });
+    settle(*d, all, 0, 1'000'000);
     CHECK(mass_of(*d, all).w == before.w);
     check_agree(*d, all, ratio(before), 64 * 0x1p-24);
   }
@@ -607,10 +603,7 @@ TEST_CASE("exact mode: a node holds one sent value at a time when its partners a
       CHECK(d->node(i).stats().values_held_max == 1);
       CHECK(d->node(i).stats().stalls == 0);
     }
-    d->run(d->now() + 100'000, [&] {
-      return std::all_of(all.begin(), all.end(),
-                         [&](std::size_t i) { return d->node(i).stats().step == 0; });
-    });
+    settle(*d, all, 0, 100'000);
     check_agree(*d, all, ratio(before), 8 * 0x1p-24);
   }
 }
@@ -652,19 +645,7 @@ TEST_CASE("exact mode: 8 members, lost acks, give-ups and local updates keep the
     CHECK(stalls > 100);
     CHECK(abandoned > 0);
     d->net() = network{};
-    const auto rounds = [&] {
-      std::vector<round_t> r;
-      for (const auto i : all)
-        r.push_back(d->node(i).stats().round);
-      return r;
-    }();
-    d->run(d->now() + 5'000'000, [&] {
-      for (const auto i : all) {
-        const auto& st = d->node(i).stats();
-        if (st.round < rounds[i] + 2 || st.step != 0) return false;
-      }
-      return true;
-    });
+    settle(*d, all, 2, 5'000'000);
     const auto after = mass_of(*d, all);
     CHECK(after.w == static_cast<double>(n));
     for (std::size_t k = 0; k < expected.x.size(); ++k)
