@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <utility>
 
 #include "simulations/detail/assert.hpp"
 
@@ -24,25 +24,48 @@ batched_kernel select_batched_kernel() noexcept {
 
 }  // namespace detail
 
+namespace {
+
+// The rows a row reads lie within its span (largest column minus smallest). Where the typical
+// span is narrow (rings, tori: the median row's span of 128 values per node fits in 8 MiB), the
+// rows being read stay in cache at any block size, and 128 values per node (512 bytes) ran best
+// on a 32 MiB-L3 EPYC for 10^3..10^5 nodes. Where rows read all over X (random graphs), a block
+// is sized so that all of it (about 2 MiB, 16..256 values per node) stays in the caches.
+std::size_t pick_block(const mixing_matrix& w) {
+  std::vector<node_id> spans(w.n);
+  for (node_id i = 0; i < w.n; ++i)
+    spans[i] = w.columns[w.offsets[i + 1] - 1] - w.columns[w.offsets[i]];
+  std::nth_element(spans.begin(), spans.begin() + w.n / 2, spans.end());
+  constexpr std::size_t narrow = 128;
+  if (static_cast<double>(spans[w.n / 2]) * narrow * sizeof(float) <= 8.0 * (1 << 20))
+    return narrow;
+  const double target = static_cast<double>(std::size_t{2} << 20) / (sizeof(float) * w.n);
+  std::size_t block = 16;
+  while (block < 256 && static_cast<double>(block) * 1.5 < target)
+    block *= 2;
+  return block;
+}
+
+}  // namespace
+
 batched_sync::batched_sync(const mixing_matrix& w, std::size_t params, std::size_t block)
     : n_(w.n), params_(params), offsets_(w.offsets), columns_(w.columns) {
   MWS_SIM_ASSERT(n_ >= 1 && params_ >= 1);
-  if (block == 0) {
-    // About 2 MiB of X per block (the power of two nearest to it, 16..256 values per node): the
-    // block and its scratch copy stay in the caches for the neighbour reads, and rows are long
-    // enough for whole 16-lane chunks. Measured best on a 32 MiB-L3 EPYC for 10^3..10^5 nodes.
-    const double target = static_cast<double>(std::size_t{2} << 20) / (sizeof(float) * n_);
-    block = 16;
-    while (block < 256 && static_cast<double>(block) * 1.5 < target)
-      block *= 2;
-  }
+  if (block == 0) block = pick_block(w);
   block_ = std::min(block, (params_ + 7) / 8 * 8);
   blocks_ = (params_ + block_ - 1) / block_;
   weights_.reserve(w.weights.size());
   for (double v : w.weights)
     weights_.push_back(static_cast<float>(v));
-  x_.assign(blocks_ * block_ * n_, 0.0f);
-  y_.assign(static_cast<std::size_t>(n_) * block_, 0.0f);
+  // One slot per block plus a spare that receives the next block's output.
+  // The slots start on a 64-byte boundary, which streaming stores need.
+  storage_.assign((blocks_ + 1) * block_ * n_ + 16, 0.0f);
+  const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
+  first_ = (64 - address % 64) % 64 / sizeof(float);
+  slot_.resize(blocks_);
+  for (std::size_t b = 0; b < blocks_; ++b)
+    slot_[b] = b;
+  spare_ = blocks_;
 }
 
 const char* batched_sync::isa() const noexcept {
@@ -52,8 +75,7 @@ const char* batched_sync::isa() const noexcept {
 void batched_sync::load(node_id i, std::span<const float> values) {
   MWS_SIM_ASSERT(i < n_ && values.size() == params_);
   for (std::size_t k = 0; k < params_; ++k) {
-    const std::size_t b = k / block_;
-    x_[(b * n_ + i) * block_ + k % block_] = values[k];
+    slot_data(slot_[k / block_])[i * block_ + k % block_] = values[k];
   }
 }
 
@@ -64,20 +86,17 @@ void batched_sync::store(node_id i, std::span<float> out) const {
 }
 
 float batched_sync::value(node_id i, std::size_t k) const noexcept {
-  const std::size_t b = k / block_;
-  return x_[(b * n_ + i) * block_ + k % block_];
+  return slot_data(slot_[k / block_])[i * block_ + k % block_];
 }
 
 void batched_sync::round() {
   const auto kernel = detail::select_batched_kernel();
-  const std::size_t stride = static_cast<std::size_t>(n_) * block_;
-  // Each block is mixed into a scratch block that stays in cache and is then copied back, so X
-  // is held once (half the memory of a second full copy) while the traffic to memory stays one
-  // read and one write of X per round.
+  // Each block is mixed into the spare slot, whose old block then becomes the spare: X is held
+  // once plus one block, and a round reads and writes X once, with no copy back.
   for (std::size_t b = 0; b < blocks_; ++b) {
-    float* xb = x_.data() + b * stride;
-    kernel.mix_rows(offsets_.data(), columns_.data(), weights_.data(), n_, block_, xb, y_.data());
-    std::memcpy(xb, y_.data(), stride * sizeof(float));
+    kernel.mix_rows(offsets_.data(), columns_.data(), weights_.data(), n_, block_,
+                    slot_data(slot_[b]), slot_data(spare_));
+    std::swap(slot_[b], spare_);
   }
 }
 
@@ -91,7 +110,7 @@ consensus_stats batched_sync::stats(std::span<const double> mu) const {
   std::vector<double> mean(block_), sum(block_);
   double sq = 0.0, err = 0.0, drift = 0.0;
   for (std::size_t b = 0; b < blocks_; ++b) {
-    const float* base = x_.data() + b * n_ * block_;
+    const float* base = slot_data(slot_[b]);
     const std::size_t width = std::min(block_, params_ - b * block_);
     std::fill(sum.begin(), sum.end(), 0.0);
     for (node_id i = 0; i < n_; ++i)

@@ -3,12 +3,13 @@
 // holds every node's parameter vector. This is what the event mode computes for the sync
 // algorithm with no faults and staleness 0, at memory speed.
 //
-// Layout: parameters are cut into blocks of `block` values; block b stores all nodes' slices
+// Layout: parameters are cut into blocks of `block` values; a block stores all nodes' slices
 // contiguously (node-major inside the block). A round walks the blocks in order, so it streams
 // through X once while the nodes' slices of the current block stay in cache for the neighbour
-// reads. Arithmetic follows gpu/backend.hpp's weighted_sum: acc = w_0 x_0, then
-// acc = fma(w_k, x_k, acc) over the row in ascending column order, in f32, so results repeat
-// bit for bit on every build that runs the same row order.
+// reads; each block's output goes to a spare slot (written past the caches where the CPU allows)
+// and the block's old slot becomes the next spare. Arithmetic follows gpu/backend.hpp's
+// weighted_sum: acc = w_0 x_0, then acc = fma(w_k, x_k, acc) over the row in ascending column
+// order, in f32, so results repeat bit for bit on every build that runs the same row order.
 //
 // Single-threaded; not thread-safe.
 #pragma once
@@ -29,14 +30,15 @@ struct consensus_stats {
 
 class batched_sync {
  public:
-  // block = 0 picks a block that keeps one block of X (about 2 MiB) inside the caches.
+  // block = 0 picks a block from the rows' spans: 128 values per node where rows read near
+  // neighbours (rings, tori), else one that keeps a whole block of X (about 2 MiB) in cache.
   batched_sync(const mixing_matrix& w, std::size_t params, std::size_t block = 0);
 
   node_id nodes() const noexcept { return n_; }
   std::size_t params() const noexcept { return params_; }
   std::size_t block() const noexcept { return block_; }
   const char* isa() const noexcept;
-  std::size_t memory_bytes() const noexcept { return (x_.size() + y_.size()) * sizeof(float); }
+  std::size_t memory_bytes() const noexcept { return storage_.size() * sizeof(float); }
 
   void load(node_id i, std::span<const float> values);
   void store(node_id i, std::span<float> out) const;
@@ -56,8 +58,15 @@ class batched_sync {
   std::vector<std::uint32_t> offsets_;
   std::vector<node_id> columns_;
   std::vector<float> weights_;
-  std::vector<float> x_;  // all blocks
-  std::vector<float> y_;  // one scratch block
+  float* slot_data(std::size_t s) noexcept { return storage_.data() + first_ + s * n_ * block_; }
+  const float* slot_data(std::size_t s) const noexcept {
+    return storage_.data() + first_ + s * n_ * block_;
+  }
+
+  std::vector<float> storage_;  // blocks_ + 1 slots of n * block values, from storage_[first_]
+  std::size_t first_ = 0;
+  std::vector<std::size_t> slot_;  // block b lives in slot slot_[b]
+  std::size_t spare_ = 0;          // the slot that receives the next block's output
 };
 
 namespace detail {
