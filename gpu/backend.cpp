@@ -16,6 +16,13 @@ const_tensor_view const_tensor_view::slice(std::size_t first, std::size_t count)
   return {base + first * dtype_size(type), count, type, space};
 }
 
+std::optional<backend_choice> parse_backend_choice(std::string_view name) noexcept {
+  if (name == "auto") return backend_choice::automatic;
+  if (name == "cpu") return backend_choice::cpu;
+  if (name == "cuda") return backend_choice::cuda;
+  return std::nullopt;
+}
+
 std::optional<dtype> parse_dtype(std::string_view name) noexcept {
   if (name == "f32" || name == "F32") return dtype::f32;
   if (name == "f16" || name == "F16") return dtype::f16;
@@ -48,6 +55,8 @@ class gpu_error_category final : public boost::system::error_category {
         return "the GPU runtime reported an error";
       case errc::null_buffer:
         return "operand has elements but no storage";
+      case errc::bad_sparse_matrix:
+        return "not a valid sparse matrix (CSR offsets, columns or weights)";
     }
     return "unknown mws.gpu error";
   }

@@ -11,7 +11,8 @@
 //
 // Numerics (identical on every backend, so that nodes on CPUs and GPUs agree bit for bit):
 //   * storage f32, f16 or bf16; arithmetic in f32; results rounded to nearest even;
-//   * weighted_sum: acc = a_0*x_0, then acc = fma(a_k, x_k, acc) for k = 1..K-1, in that order;
+//   * weighted_sum: acc = a_0*x_0, then acc = fma(a_k, x_k, acc) for k = 1..K-1, in that order
+//     (mix_rows: the same, over a row's terms in ascending column order);
 //   * axpy: y = fma(a, x, y); scale: x = a*x;
 //   * a NaN result is a quiet NaN; its payload is unspecified (GPUs produce the canonical one);
 //   * reductions accumulate in f64 in an order fixed by the backend (no atomics), so a result
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,6 +121,13 @@ struct weighted_term {
   float a = 0.0f;
 };
 
+// A sparse n x n matrix held where the backend computes, for mix_rows. Made by upload_rows.
+class sparse_rows {
+ public:
+  virtual ~sparse_rows() = default;
+  virtual std::uint32_t rows() const noexcept = 0;
+};
+
 enum class reduction : std::uint8_t {
   sum,               // sum_i x_i
   dot,               // sum_i x_i * y_i
@@ -155,6 +164,19 @@ class backend {
   virtual error_code weighted_sum(stream& s, tensor_view out,
                                   std::span<const weighted_term> terms) = 0;
 
+  // Keeps an n x n matrix in CSR form for mix_rows: offsets has n + 1 entries, from 0 up to
+  // columns.size() == weights.size(); every row has at least one term; columns ascend strictly
+  // within a row and lie below n. Anything else is errc::bad_sparse_matrix.
+  virtual result<std::unique_ptr<sparse_rows>> upload_rows(std::span<const std::uint32_t> offsets,
+                                                           std::span<const std::uint32_t> columns,
+                                                           std::span<const float> weights) = 0;
+
+  // For every row i of w: out row i = sum_k weights[k] * x row columns[k] over the row's terms,
+  // rounded as weighted_sum. x and out are f32, hold w.rows() rows of `width` values back to
+  // back, live in device memory and do not overlap. w must come from this backend.
+  virtual error_code mix_rows(stream& s, const sparse_rows& w, std::size_t width,
+                              const_tensor_view x, tensor_view out) = 0;
+
   // y = a*x + y.
   virtual error_code axpy(stream& s, float a, const_tensor_view x, tensor_view y) = 0;
 
@@ -168,6 +190,9 @@ class backend {
 };
 
 enum class backend_choice : std::uint8_t { automatic, cpu, cuda };
+
+// "auto", "cpu" or "cuda"; nothing for any other name.
+std::optional<backend_choice> parse_backend_choice(std::string_view name) noexcept;
 
 struct backend_selection {
   std::unique_ptr<backend> chosen;  // null only when CUDA was demanded and is not usable

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "gpu/backend.hpp"
 #include "gpu/detail/cpu_kernels.hpp"
@@ -21,6 +22,19 @@ class cpu_stream final : public stream {
  public:
   void on_complete(std::function<void(error_code)> done) override { done({}); }
   error_code synchronize() override { return {}; }
+};
+
+class cpu_sparse_rows final : public sparse_rows {
+ public:
+  cpu_sparse_rows(std::span<const std::uint32_t> o, std::span<const std::uint32_t> c,
+                  std::span<const float> w)
+      : offsets(o.begin(), o.end()), columns(c.begin(), c.end()), weights(w.begin(), w.end()) {}
+  std::uint32_t rows() const noexcept override {
+    return static_cast<std::uint32_t>(offsets.size() - 1);
+  }
+
+  std::vector<std::uint32_t> offsets, columns;
+  std::vector<float> weights;
 };
 
 class cpu_backend final : public backend {
@@ -73,6 +87,24 @@ class cpu_backend final : public backend {
       a[j] = terms[j].a;
     }
     kernels_.weighted_sum(out.type, out.data, x, a, terms.size(), out.numel);
+    return {};
+  }
+
+  result<std::unique_ptr<sparse_rows>> upload_rows(std::span<const std::uint32_t> offsets,
+                                                   std::span<const std::uint32_t> columns,
+                                                   std::span<const float> weights) override {
+    if (auto ec = detail::check_sparse_rows(offsets, columns, weights)) return ec;
+    return std::unique_ptr<sparse_rows>(
+        std::make_unique<cpu_sparse_rows>(offsets, columns, weights));
+  }
+
+  error_code mix_rows(stream&, const sparse_rows& w, std::size_t width, const_tensor_view x,
+                      tensor_view out) override {
+    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, host_memory)) return ec;
+    const auto* m = dynamic_cast<const cpu_sparse_rows*>(&w);
+    if (m == nullptr) return errc::bad_sparse_matrix;  // made by another backend
+    kernels_.mix_rows(m->offsets.data(), m->columns.data(), m->weights.data(), m->rows(), width,
+                      static_cast<const float*>(x.data), static_cast<float*>(out.data));
     return {};
   }
 

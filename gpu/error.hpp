@@ -15,6 +15,7 @@ enum class errc {
   out_of_memory,         // allocation failed
   device_error,          // the CUDA runtime or cuBLAS reported a failure
   null_buffer,           // a view with numel > 0 but no data
+  bad_sparse_matrix,     // CSR offsets, columns or weights that do not make a valid matrix
 };
 
 const boost::system::error_category& gpu_category() noexcept;

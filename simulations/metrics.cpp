@@ -81,6 +81,7 @@ void write_json(std::ostream& out, const run_summary& r, const std::vector<sampl
       << ",\n  \"predicted_contraction\": " << num(r.predicted_contraction)
       << ", \"measured_contraction\": " << num(r.measured_contraction)
       << ", \"contraction_unit\": " << quoted(r.contraction_unit)
+      << ", \"device\": " << quoted(r.device)
       << ",\n  \"trace_hash\": " << quoted(hex64(r.trace_hash)) << ", \"events\": " << r.events
       << ", \"staleness_violations\": " << r.staleness_violations << ", \"refused\": " << r.refused
       << ",\n  \"lost\": " << r.lost << ", \"duplicated\": " << r.duplicated

@@ -36,6 +36,7 @@ struct run_summary {
   double predicted_contraction = 0.0;  // SLEM of the MH matrix (sync / batched)
   double measured_contraction = 0.0;   // per round (sync, batched) or per step (others)
   std::string contraction_unit;        // "round" or "step"
+  std::string device;                  // batched mode: the backend that mixed, and why
   sample last;
   std::uint64_t trace_hash = 0;
   std::uint64_t events = 0;

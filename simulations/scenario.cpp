@@ -34,6 +34,11 @@ std::string_view to_string(workload_kind w) noexcept {
   return "?";
 }
 
+result<gpu::backend_choice> parse_device(std::string_view name) {
+  if (auto d = gpu::parse_backend_choice(name)) return *d;
+  return fail(errc::bad_scenario, "unknown device '" + std::string(name) + "' (auto, cpu, cuda)");
+}
+
 result<sim_mode> parse_mode(std::string_view name) {
   if (name == "event") return sim_mode::event;
   if (name == "batched") return sim_mode::batched;
@@ -96,6 +101,9 @@ result<bool> validate(const scenario& s, node_id nodes) {
     if (!n.partitions.empty() || !n.crashes.empty() || !n.slow.empty() || n.links.loss_p > 0.0 ||
         n.links.duplicate_p > 0.0)
       return fail(errc::unsupported, "batched mode models no faults (use the event mode)");
+  } else if (s.device == gpu::backend_choice::cuda) {
+    return fail(errc::unsupported,
+                "the event mode runs on the CPU; device = cuda needs batched mode");
   }
   return validate(s.network, nodes);
 }

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "gossip/types.hpp"
+#include "gpu/backend.hpp"
 #include "simulations/error.hpp"
 #include "simulations/network.hpp"
 #include "simulations/topology.hpp"
@@ -48,6 +49,9 @@ struct scenario {
   std::uint32_t staleness = 0;  // sync
   std::uint32_t exact_epochs = 1;
   bool wire_faithful = false;  // event mode: every message through encode -> decode
+  // Batched mode: where rows are mixed (the event mode always runs on the CPU). Results are the
+  // same bits on every backend.
+  gpu::backend_choice device = gpu::backend_choice::automatic;
 
   std::size_t params = 64;         // model size in f32 values (one tensor)
   std::uint64_t steps = 100;       // steps of virtual time; batched mode: rounds
@@ -67,6 +71,7 @@ std::string_view to_string(sim_mode m) noexcept;
 std::string_view to_string(gossip::algorithm a) noexcept;
 std::string_view to_string(workload_kind w) noexcept;
 result<sim_mode> parse_mode(std::string_view name);
+result<gpu::backend_choice> parse_device(std::string_view name);
 result<gossip::algorithm> parse_algorithm(std::string_view name);
 result<workload_kind> parse_workload(std::string_view name);
 result<sgd_problem> parse_problem(std::string_view name);

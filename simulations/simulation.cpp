@@ -492,7 +492,11 @@ result<batched_output> run_batched(const scenario& s, const progress_fn& progres
   const auto t0 = std::chrono::steady_clock::now();
   const node_id n = g->size();
   const mixing_matrix w = metropolis_hastings(*g);
-  batched_sync b(w, s.params);
+  gpu::backend_selection device = gpu::make_backend(s.device);
+  if (!device.chosen) return fail(errc::unsupported, "batched mode: " + device.reason);
+  auto made = batched_sync::create(*device.chosen, w, s.params);
+  if (!made) return made.error();
+  batched_sync& b = *made;
   detail::workload work(s.workload, n, s.params, rng(s.seed).fork(stream_workload));
   std::vector<double> mu(s.params, 0.0);
   std::vector<float> x(s.params);
@@ -525,6 +529,7 @@ result<batched_output> run_batched(const scenario& s, const progress_fn& progres
   }
   auto& sum = out.summary;
   sum.mode = "batched";
+  sum.device = device.reason;
   sum.algorithm = "sync";
   sum.topology = std::string(to_string(s.topology.kind));
   sum.workload = std::string(to_string(s.workload.kind));

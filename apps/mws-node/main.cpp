@@ -142,9 +142,7 @@ runtime::node_result<runtime::node_options> make_options(const run_options& o) {
               : o.log_level == "error" ? runtime::log_level::error
                                        : runtime::log_level::info;
   n.epoch_interval_us = static_cast<std::int64_t>(o.epoch_s * 1e6);
-  n.device = o.device == "cpu"    ? gpu::backend_choice::cpu
-             : o.device == "cuda" ? gpu::backend_choice::cuda
-                                  : gpu::backend_choice::automatic;
+  n.device = gpu::parse_backend_choice(o.device).value_or(gpu::backend_choice::automatic);
   if (auto a = runtime::parse_averaging(o.algorithm)) {
     n.algorithm = *a;
   } else {

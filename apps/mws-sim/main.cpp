@@ -90,6 +90,7 @@ void print_summary(const run_summary& r) {
     return std::string(b);
   };
   auto u = [](std::uint64_t v) { return std::to_string(v); };
+  if (!r.device.empty()) row("mixed on", r.device);
   row("steps", u(r.steps));
   row("virtual time (ms)", g(static_cast<double>(r.last.time_us) / 1000.0));
   if (r.last.round_mean > 0) row("mean rounds completed", g(r.last.round_mean));
@@ -195,6 +196,15 @@ int main(int argc, char** argv) {
                         auto m = parse_mode(v);
                         if (!m) return m.error();
                         s.mode = *m;
+                        return true;
+                      });
+  ov.add<std::string>(app, "--device",
+                      "batched mode: where rows are mixed: auto (default: a CUDA GPU when one is "
+                      "usable, else the CPU), cpu or cuda; the results are the same bits",
+                      [](scenario& s, const std::string& v) -> result<bool> {
+                        auto d = parse_device(v);
+                        if (!d) return d.error();
+                        s.device = *d;
                         return true;
                       });
   ov.add<std::string>(app, "-t,--topology",

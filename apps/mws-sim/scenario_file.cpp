@@ -156,14 +156,15 @@ result<scenario> parse_scenario_toml(std::string_view text, std::string_view sou
   };
 
   reader top(root, "scenario", source);
-  if (!top.check_keys({"seed", "mode", "steps", "topology", "algorithm", "model", "time", "network",
-                       "workload"}))
+  if (!top.check_keys({"seed", "mode", "device", "steps", "topology", "algorithm", "model", "time",
+                       "network", "workload"}))
     return fail(errc::bad_toml, top.error());
   for (std::string_view name : {"topology", "algorithm", "model", "time", "network", "workload"})
     if (root.get(name) && !root.get(name)->is_table())
       return fail(errc::bad_toml, source + ": '" + std::string(name) + "' must be a table");
   top.get_int("seed", s.seed, 0, std::numeric_limits<std::int64_t>::max());
   top.get_enum("mode", s.mode, parse_mode);
+  top.get_enum("device", s.device, parse_device);
   top.get_int("steps", s.steps, 1, 100000000);
   if (!top.error().empty()) return fail(errc::bad_toml, top.error());
 
@@ -369,6 +370,7 @@ std::string example_toml() {
   return R"(# mws-sim scenario. Every key is optional; flags given on the command line win.
 seed = 1
 mode = "event"            # event | batched (sync rounds as sparse products, no faults)
+device = "auto"           # batched mode: auto | cpu | cuda (same bits on each)
 steps = 100               # steps of virtual time (batched: rounds)
 
 [topology]

@@ -259,6 +259,49 @@ cuda_stream& own(stream& s) {
   return *c;
 }
 
+// ---- sparse rows ------------------------------------------------------------------------------
+
+// The CSR arrays of a sparse_rows, in device memory of the backend that made it.
+class cuda_sparse_rows final : public sparse_rows {
+ public:
+  static result<std::unique_ptr<cuda_sparse_rows>> upload(std::span<const std::uint32_t> offsets,
+                                                          std::span<const std::uint32_t> columns,
+                                                          std::span<const float> weights) {
+    auto m = std::unique_ptr<cuda_sparse_rows>(new cuda_sparse_rows);
+    m->rows_ = static_cast<std::uint32_t>(offsets.size() - 1);
+    if (auto ec = m->put(m->offsets_, offsets.data(), offsets.size_bytes())) return ec;
+    if (auto ec = m->put(m->columns_, columns.data(), columns.size_bytes())) return ec;
+    if (auto ec = m->put(m->weights_, weights.data(), weights.size_bytes())) return ec;
+    return m;
+  }
+  ~cuda_sparse_rows() override {
+    for (void* p : {offsets_, columns_, weights_})
+      free_device(p);
+  }
+  cuda_sparse_rows(const cuda_sparse_rows&) = delete;
+  cuda_sparse_rows& operator=(const cuda_sparse_rows&) = delete;
+
+  std::uint32_t rows() const noexcept override { return rows_; }
+  const std::uint32_t* offsets() const noexcept { return static_cast<std::uint32_t*>(offsets_); }
+  const std::uint32_t* columns() const noexcept { return static_cast<std::uint32_t*>(columns_); }
+  const float* weights() const noexcept { return static_cast<float*>(weights_); }
+
+ private:
+  cuda_sparse_rows() = default;
+
+  static error_code put(void*& to, const void* from, std::size_t bytes) {
+    if (cudaError_t e = cudaMalloc(&to, bytes)) return allocation_failure(e);
+    if (cudaError_t e = cudaMemcpy(to, from, bytes, cudaMemcpyHostToDevice))
+      return device_failure(e);
+    return {};
+  }
+
+  std::uint32_t rows_ = 0;
+  void* offsets_ = nullptr;
+  void* columns_ = nullptr;
+  void* weights_ = nullptr;
+};
+
 // ---- backend --------------------------------------------------------------------------------
 
 class cuda_backend final : public backend {
@@ -342,6 +385,28 @@ class cuda_backend final : public backend {
       a[j] = terms[j].a;
     }
     return run_weighted_sum(cs, out, x, a, terms.size());
+  }
+
+  result<std::unique_ptr<sparse_rows>> upload_rows(std::span<const std::uint32_t> offsets,
+                                                   std::span<const std::uint32_t> columns,
+                                                   std::span<const float> weights) override {
+    if (auto ec = detail::check_sparse_rows(offsets, columns, weights)) return ec;
+    if (auto ec = use_device()) return ec;
+    auto m = cuda_sparse_rows::upload(offsets, columns, weights);
+    if (!m) return m.error();
+    return std::unique_ptr<sparse_rows>(std::move(*m));
+  }
+
+  error_code mix_rows(stream& s, const sparse_rows& w, std::size_t width, const_tensor_view x,
+                      tensor_view out) override {
+    cuda_stream& cs = own(s);
+    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, device_memory)) return ec;
+    const auto* m = dynamic_cast<const cuda_sparse_rows*>(&w);
+    if (m == nullptr) return errc::bad_sparse_matrix;  // made by another backend
+    if (auto ec = use_device()) return ec;
+    return cs.record(cuda::launch_mix_rows(cs.get(), sms_, m->offsets(), m->columns(), m->weights(),
+                                           m->rows(), width, static_cast<const float*>(x.data),
+                                           static_cast<float*>(out.data)));
   }
 
   error_code axpy(stream& s, float a, const_tensor_view x, tensor_view y) override {

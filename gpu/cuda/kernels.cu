@@ -345,6 +345,35 @@ cudaError_t launch_weighted_sum_t(cudaStream_t s, int sms, void* out, const void
   return dispatch_terms<D>(s, sms, args, k, std::make_integer_sequence<int, 16>{});
 }
 
+// ---- sparse rows ------------------------------------------------------------------------------
+
+struct mix_rows_args {
+  const std::uint32_t* offsets;
+  const std::uint32_t* columns;
+  const float* weights;
+  u64 rows;
+  u64 width;
+  const float* x;
+  float* out;
+};
+
+// A block computes one tile of block_threads values of one row at a time, each thread one value
+// (loads coalesced across the tile); blocks stride over every (row, tile).
+__global__ void __launch_bounds__(block_threads, blocks_per_sm)
+    mix_rows_kernel(const mix_rows_args a) {
+  const u64 tiles = (a.width + block_threads - 1) / block_threads;
+  for (u64 w = blockIdx.x; w < a.rows * tiles; w += gridDim.x) {
+    const u64 i = w / tiles;
+    const u64 c = (w % tiles) * block_threads + threadIdx.x;
+    if (c >= a.width) continue;
+    const std::uint32_t begin = a.offsets[i], end = a.offsets[i + 1];
+    float acc = __fmul_rn(a.weights[begin], a.x[a.columns[begin] * a.width + c]);
+    for (std::uint32_t k = begin + 1; k < end; ++k)
+      acc = __fmaf_rn(a.weights[k], a.x[a.columns[k] * a.width + c], acc);
+    a.out[i * a.width + c] = acc;
+  }
+}
+
 // ---- conversion ---------------------------------------------------------------------------
 
 template <dtype To, dtype From>
@@ -519,6 +548,19 @@ cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype f
   if (to == bf16 && from == f32) return launch_convert_t<bf16, f32>(s, sms, dst, src, n);
   if (to == bf16 && from == f16) return launch_convert_t<bf16, f16>(s, sms, dst, src, n);
   return cudaErrorInvalidValue;  // same dtype: the caller copies instead
+}
+
+cudaError_t launch_mix_rows(cudaStream_t s, int sms, const std::uint32_t* offsets,
+                            const std::uint32_t* columns, const float* weights, std::uint32_t rows,
+                            std::uint64_t width, const float* x, float* out) {
+  if (rows == 0 || width == 0) return cudaSuccess;
+  (void)cudaGetLastError();  // a stale error of an earlier call is not this launch's
+  const mix_rows_args args{offsets, columns, weights, rows, width, x, out};
+  const u64 tiles = (width + block_threads - 1) / block_threads;
+  MWS_CUDA_LAUNCH(grid_for(rows * tiles * block_threads, sms * blocks_per_sm), block_threads, s,
+                  mix_rows_kernel)
+  (args);
+  return cudaGetLastError();
 }
 
 cudaError_t launch_reduce(cudaStream_t s, int grid, reduce_op op, dtype t, const void* x,

@@ -42,6 +42,13 @@ cudaError_t launch_weighted_sum(cudaStream_t s, int sms, dtype t, void* out, con
 cudaError_t launch_convert(cudaStream_t s, int sms, dtype to, void* dst, dtype from,
                            const void* src, std::uint64_t n);
 
+// For every row i < rows: out row i = the weighted sum, in weighted_sum's order, of x rows
+// columns[k] with weights[k] over k in [offsets[i], offsets[i + 1]). Rows hold `width` f32
+// values back to back; the CSR arrays are in device memory and checked; x and out do not overlap.
+cudaError_t launch_mix_rows(cudaStream_t s, int sms, const std::uint32_t* offsets,
+                            const std::uint32_t* columns, const float* weights, std::uint32_t rows,
+                            std::uint64_t width, const float* x, float* out);
+
 // *result = the reduction of x (and y, unless op is sum) over n elements of type t, accumulated
 // in f64: pass one writes one partial per block into partials[0, grid), pass two combines them
 // in one block. The value depends only on the data and `grid`, not on where the data lies.

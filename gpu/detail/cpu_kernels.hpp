@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "gpu/backend.hpp"
@@ -22,6 +23,10 @@ struct cpu_kernels {
   void (*scale)(dtype t, float a, void* x, std::size_t n);
   void (*convert)(dtype to, void* dst, dtype from, const void* src, std::size_t n);
   double (*reduce)(reduction op, dtype t, const void* x, const void* y, std::size_t n);
+  // y row i = weighted_sum over row i's (columns[k], weights[k]) of x rows; rows of `width`
+  // f32 values; CSR checked by check_sparse_rows.
+  void (*mix_rows)(const std::uint32_t* offsets, const std::uint32_t* columns, const float* weights,
+                   std::uint32_t n, std::size_t width, const float* x, float* y);
 };
 
 // Writes at least this many output bytes bypass the cache (non-temporal stores), because the

@@ -40,6 +40,35 @@ error_code check_weighted_sum(tensor_view out, std::span<const weighted_term> te
   return {};
 }
 
+error_code check_sparse_rows(std::span<const std::uint32_t> offsets,
+                             std::span<const std::uint32_t> columns,
+                             std::span<const float> weights) noexcept {
+  if (offsets.size() < 2 || offsets.size() - 1 > UINT32_MAX) return errc::bad_sparse_matrix;
+  const auto n = static_cast<std::uint32_t>(offsets.size() - 1);
+  if (offsets.front() != 0 || offsets.back() != columns.size() || columns.size() != weights.size())
+    return errc::bad_sparse_matrix;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (offsets[i + 1] <= offsets[i]) return errc::bad_sparse_matrix;
+    for (std::uint32_t k = offsets[i]; k < offsets[i + 1]; ++k)
+      if (columns[k] >= n || (k > offsets[i] && columns[k] <= columns[k - 1]))
+        return errc::bad_sparse_matrix;
+  }
+  return {};
+}
+
+error_code check_mix_rows(std::uint32_t rows, std::size_t width, const_tensor_view x,
+                          tensor_view out, space_predicate usable) noexcept {
+  if (auto ec = check_operand(x, usable)) return ec;
+  if (auto ec = check_operand(out, usable)) return ec;
+  if (auto ec = check_same_shape(x, out)) return ec;
+  if (x.type != dtype::f32) return errc::dtype_mismatch;
+  if (width == 0 || x.numel / width != rows || x.numel % width != 0) return errc::size_mismatch;
+  const auto x0 = reinterpret_cast<std::uintptr_t>(x.data);
+  const auto out0 = reinterpret_cast<std::uintptr_t>(out.data);
+  if (x0 + x.bytes() > out0 && out0 + out.bytes() > x0) return errc::overlapping_operands;
+  return {};
+}
+
 error_code check_copy(tensor_view dst, const_tensor_view src) noexcept {
   if (auto ec = check_same_shape(dst, src)) return ec;
   if (dst.numel > 0 && (dst.data == nullptr || src.data == nullptr)) return errc::null_buffer;

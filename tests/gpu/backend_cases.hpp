@@ -3,6 +3,7 @@
 // integers and power-of-two weights, so the exact answer is known and checked bit for bit.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -388,6 +389,126 @@ inline void overflowing_allocations_fail_with_out_of_memory(backend& b) {
   auto zero = b.allocate(dtype::f16, 0, memory_space::device);
   REQUIRE(zero.has_value());
   CHECK(zero->numel() == 0);
+}
+
+// ---- sparse rows -------------------------------------------------------------------------------
+
+struct csr {
+  std::vector<std::uint32_t> offsets{0}, columns;
+  std::vector<float> weights;
+  std::uint32_t rows() const { return static_cast<std::uint32_t>(offsets.size() - 1); }
+};
+
+// n rows of 1..max_terms terms on distinct ascending columns, with random weights.
+inline csr random_csr(std::uint32_t n, std::uint32_t max_terms, std::uint32_t seed) {
+  std::mt19937 rng(seed);  // 32-bit results
+  std::uniform_real_distribution<float> weight(-1.0f, 1.0f);
+  csr m;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const auto terms = static_cast<std::uint32_t>(1 + rng() % std::min(max_terms, n));
+    std::vector<std::uint32_t> cols;
+    while (cols.size() < terms) {
+      const auto c = static_cast<std::uint32_t>(rng() % n);
+      if (std::find(cols.begin(), cols.end(), c) == cols.end()) cols.push_back(c);
+    }
+    std::sort(cols.begin(), cols.end());
+    for (std::uint32_t c : cols) {
+      m.columns.push_back(c);
+      m.weights.push_back(weight(rng));
+    }
+    m.offsets.push_back(static_cast<std::uint32_t>(m.columns.size()));
+  }
+  return m;
+}
+
+// mix_rows equals weighted_sum's rounding, term by term in column order, bit for bit: for widths
+// around the CPU's 16-value chunks and the GPU's 256-thread tiles.
+inline void mix_rows_rounds_like_weighted_sum(backend& b) {
+  auto s = b.make_stream().value();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (std::uint32_t n : {1u, 5u, 37u}) {
+    const csr m = random_csr(n, 9, n);
+    auto w = b.upload_rows(m.offsets, m.columns, m.weights);
+    REQUIRE(w.has_value());
+    CHECK((*w)->rows() == n);
+    for (std::size_t width : {1u, 7u, 16u, 33u, 128u, 257u, 1000u}) {
+      CAPTURE(n);
+      CAPTURE(width);
+      std::vector<float> x(n * width);
+      for (auto& v : x)
+        v = normal(rng);
+      const buffer xd = upload(b, *s, make_host(dtype::f32, x));
+      auto out = b.allocate(dtype::f32, x.size(), memory_space::device).value();
+      REQUIRE_FALSE(b.mix_rows(*s, **w, width, xd.view(), out.view()));
+      const host_tensor got = download(b, *s, out.view());
+      std::size_t wrong = 0;
+      for (std::uint32_t i = 0; i < n; ++i) {
+        for (std::size_t c = 0; c < width; ++c) {
+          const std::uint32_t begin = m.offsets[i];
+          float acc = m.weights[begin] * x[m.columns[begin] * width + c];
+          for (std::uint32_t k = begin + 1; k < m.offsets[i + 1]; ++k)
+            acc = std::fma(m.weights[k], x[m.columns[k] * width + c], acc);
+          wrong += std::bit_cast<std::uint32_t>(acc) != got.bits(i * width + c);
+        }
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
+// Every malformed matrix and every bad mix_rows call is refused with its error.
+inline void bad_sparse_rows_are_refused(backend& b) {
+  const csr good = random_csr(4, 3, 1);
+  auto refused = [&](csr m) {
+    const auto r = b.upload_rows(m.offsets, m.columns, m.weights);
+    return !r.has_value() && r.error() == errc::bad_sparse_matrix;
+  };
+  csr m = good;
+  m.offsets = {};
+  CHECK(refused(m));  // no rows at all
+  m = good;
+  m.offsets = {0};
+  CHECK(refused(m));  // zero rows
+  m = good;
+  m.offsets[0] = 1;
+  CHECK(refused(m));  // not from 0
+  m = good;
+  m.offsets.back() -= 1;
+  CHECK(refused(m));  // not up to columns.size()
+  m = good;
+  m.weights.pop_back();
+  CHECK(refused(m));  // a weight missing
+  m.offsets = {0, 1, 1, 2, 3};
+  m.columns = {0, 1, 2};
+  m.weights = {1.0f, 1.0f, 1.0f};
+  CHECK(refused(m));  // an empty row
+  m.offsets = {0, 2, 3, 4, 5};
+  m.columns = {2, 1, 1, 2, 3};
+  m.weights.assign(5, 1.0f);
+  CHECK(refused(m));  // columns descending within a row
+  m.columns = {1, 1, 1, 2, 3};
+  CHECK(refused(m));  // a column twice in a row
+  m.columns = {0, 4, 1, 2, 3};
+  CHECK(refused(m));  // a column past the last row
+
+  auto w = b.upload_rows(good.offsets, good.columns, good.weights).value();
+  auto s = b.make_stream().value();
+  auto x = b.allocate(dtype::f32, 4 * 8, memory_space::device).value();
+  auto out = b.allocate(dtype::f32, 4 * 8, memory_space::device).value();
+  auto half = b.allocate(dtype::bf16, 4 * 8, memory_space::device).value();
+  CHECK(b.mix_rows(*s, *w, 0, x.view(), out.view()) == errc::size_mismatch);
+  CHECK(b.mix_rows(*s, *w, 7, x.view(), out.view()) == errc::size_mismatch);
+  CHECK(b.mix_rows(*s, *w, 8, x.view(), out.view().slice(0, 31)) == errc::size_mismatch);
+  CHECK(b.mix_rows(*s, *w, 8, half.view(), half.view()) == errc::dtype_mismatch);
+  CHECK(b.mix_rows(*s, *w, 8, x.view(), x.view()) == errc::overlapping_operands);
+  const tensor_view null_view{nullptr, 32, dtype::f32, memory_space::device};
+  CHECK(b.mix_rows(*s, *w, 8, x.view(), null_view) == errc::null_buffer);
+  struct foreign final : sparse_rows {
+    std::uint32_t rows() const noexcept override { return 4; }
+  };
+  CHECK(b.mix_rows(*s, foreign{}, 8, x.view(), out.view()) == errc::bad_sparse_matrix);
+  CHECK_FALSE(s->synchronize());
 }
 
 }  // namespace mws::gpu::testing

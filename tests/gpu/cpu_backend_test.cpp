@@ -85,6 +85,14 @@ TEST_CASE("cpu: bad calls are refused with a specific error") {
   testing::bad_calls_are_refused(*make_cpu_backend());
 }
 
+TEST_CASE("cpu: mix_rows rounds like weighted_sum, row by row, bit for bit") {
+  testing::mix_rows_rounds_like_weighted_sum(*make_cpu_backend());
+}
+
+TEST_CASE("cpu: malformed sparse matrices and bad mix_rows calls are refused") {
+  testing::bad_sparse_rows_are_refused(*make_cpu_backend());
+}
+
 TEST_CASE("cpu: copies between every pair of memory spaces round-trip") {
   testing::copies_round_trip_between_memory_spaces(*make_cpu_backend());
 }

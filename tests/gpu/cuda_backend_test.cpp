@@ -96,6 +96,14 @@ TEST_CASE("cuda: bad calls are refused with a specific error") {
   testing::bad_calls_are_refused(*make_cuda());
 }
 
+TEST_CASE("cuda: mix_rows rounds like weighted_sum, row by row, bit for bit") {
+  testing::mix_rows_rounds_like_weighted_sum(*make_cuda());
+}
+
+TEST_CASE("cuda: malformed sparse matrices and bad mix_rows calls are refused") {
+  testing::bad_sparse_rows_are_refused(*make_cuda());
+}
+
 TEST_CASE("cuda: copies between every pair of memory spaces round-trip") {
   testing::copies_round_trip_between_memory_spaces(*make_cuda());
 }

@@ -276,6 +276,32 @@ TEST_CASE("emulated cuda kernels: reductions of small integers are exact") {
   }
 }
 
+TEST_CASE("emulated cuda kernels: mix_rows equals the CPU backend bit for bit") {
+  auto cpu = make_cpu_backend();
+  auto s = cpu->make_stream().value();
+  for (std::uint32_t n : {1u, 6u, 13u}) {
+    const testing::csr m = testing::random_csr(n, 5, 40 + n);
+    auto w = cpu->upload_rows(m.offsets, m.columns, m.weights).value();
+    // Widths across the 256-value tiles: a grid of 4 blocks strides over many (row, tile) pairs.
+    for (std::size_t width : {1u, 255u, 256u, 257u, 600u}) {
+      CAPTURE(n);
+      CAPTURE(width);
+      const std::vector<float> x = random_values(n * width, static_cast<std::uint32_t>(width));
+      std::vector<float> expected(x.size()), got(x.size());
+      const const_tensor_view xv(x.data(), x.size(), dtype::f32, memory_space::host);
+      REQUIRE_FALSE(cpu->mix_rows(*s, *w, width, xv,
+                                  {expected.data(), x.size(), dtype::f32, memory_space::host}));
+      REQUIRE(cuda::launch_mix_rows(nullptr, sms, m.offsets.data(), m.columns.data(),
+                                    m.weights.data(), n, width, x.data(),
+                                    got.data()) == cudaSuccess);
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        wrong += std::bit_cast<std::uint32_t>(got[i]) != std::bit_cast<std::uint32_t>(expected[i]);
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST_CASE("emulated cuda kernels: launchers refuse impossible arguments") {
   const float a[] = {1.0f};
   const void* x[] = {nullptr};

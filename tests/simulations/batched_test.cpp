@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "simulations/metrics.hpp"
+#include "tests/simulations/batched_cpu.hpp"
 
 namespace mws::sim {
 namespace {
@@ -35,7 +36,7 @@ TEST_CASE("batched sync rounds contract at the SLEM rate on 64-node graphs") {
     const mixing_matrix w = metropolis_hastings(*g);
     const double predicted = mixing_spectrum(w).slem;
     const std::size_t params = 8;
-    batched_sync b(w, params);
+    batched_sync b = test::batched_on_cpu(w, params);
     std::vector<double> mu(params, 0.0);
     std::vector<float> x(params);
     for (node_id i = 0; i < 64; ++i) {
@@ -80,7 +81,10 @@ TEST_CASE("batched mode gives the same bits for any block size") {
   const std::size_t params = 70;  // not a multiple of any block
   // 8: shorter than a register chunk; 16 and 64: whole chunks, stored past the caches where the
   // CPU allows; 0: the block picked from the rows' spans.
-  batched_sync small(w, params, 8), mid(w, params, 16), large(w, params, 64), picked(w, params);
+  batched_sync small = test::batched_on_cpu(w, params, 8),
+               mid = test::batched_on_cpu(w, params, 16),
+               large = test::batched_on_cpu(w, params, 64),
+               picked = test::batched_on_cpu(w, params);
   std::vector<float> x(params);
   for (node_id i = 0; i < 100; ++i) {
     for (auto& v : x)
@@ -110,14 +114,14 @@ TEST_CASE("the block follows how far apart the rows a row reads lie") {
   auto torus = make_topology(spec, random);
   REQUIRE(torus.has_value());
   // A torus row reads rows within about 2 sqrt(n) of itself: those stay in cache at any block.
-  CHECK(batched_sync(metropolis_hastings(*torus), 1000).block() == 128);
+  CHECK(test::batched_on_cpu(metropolis_hastings(*torus), 1000).block() == 128);
   spec.kind = topology_kind::random_regular;
   spec.nodes = 100000;
   auto scattered = make_topology(spec, random);
   REQUIRE(scattered.has_value());
   // Random neighbours read all over a block, so the block is kept as small as it goes (16 values
   // per node, 6.4 MB at 10^5 nodes) for as much of it as possible to stay in cache.
-  CHECK(batched_sync(metropolis_hastings(*scattered), 1000).block() == 16);
+  CHECK(test::batched_on_cpu(metropolis_hastings(*scattered), 1000).block() == 16);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "tests/simulations/batched_cpu.hpp"
+
 namespace mws::sim {
 namespace {
 
@@ -71,7 +73,7 @@ TEST_CASE("batched mode agrees with the event mode's sync rounds") {
     scenario s = sync_lockstep(kind, 64, seed, 30);
     s.params = 40;
     auto sim = make(s);
-    batched_sync batch(metropolis_hastings(sim->topology()), s.params);
+    batched_sync batch = test::batched_on_cpu(metropolis_hastings(sim->topology()), s.params);
     for (node_id i = 0; i < 64; ++i)
       batch.load(i, sim->raw_x(i));  // before any round
     sim->run();
