@@ -14,6 +14,10 @@ TEST_CASE("the example TOML parses and sets what it says") {
   CHECK(s->params == 256);
   CHECK(s->network.links.latency.kind == latency_kind::uniform);
   CHECK(s->network.links.latency.b_us == 1500.0);
+  CHECK(s->device == gpu::backend_choice::automatic);
+  auto on_cpu = parse_scenario_toml("mode = \"batched\"\ndevice = \"cpu\"\n", "d.toml", scenario{});
+  REQUIRE(on_cpu.has_value());
+  CHECK(on_cpu->device == gpu::backend_choice::cpu);
 }
 
 TEST_CASE("TOML fault tables become partitions, crashes and slow nodes") {
@@ -64,6 +68,7 @@ TEST_CASE("bad TOML scenarios fail with the file, the line and the reason") {
       {"[time]\ntick_us = 0\n", "s.toml:2: time.tick_us must be between 1"},
       {"[model]\nparams = 1.5\n", "s.toml:2: model.params must be an integer"},
       {"mode = \"quantum\"\n", "s.toml:1: scenario.mode unknown mode 'quantum'"},
+      {"device = \"tpu\"\n", "s.toml:1: scenario.device unknown device 'tpu' (auto, cpu, cuda)"},
   };
   for (const auto& c : cases) {
     INFO(c.text);
