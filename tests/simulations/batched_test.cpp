@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 
 #include <doctest/doctest.h>
 
@@ -103,6 +104,57 @@ TEST_CASE("batched mode gives the same bits for any block size") {
       for (std::size_t k = 0; k < params; ++k)
         REQUIRE(std::bit_cast<std::uint32_t>(a[k]) == std::bit_cast<std::uint32_t>(b[k]));
     }
+  }
+}
+
+// Where no GPU is usable the case says so and passes, unless MWS_TEST_REQUIRE_CUDA is set (the
+// GPU machine's runs set it).
+TEST_CASE("batched rounds on a CUDA device give the CPU's bits") {
+  auto cuda = gpu::make_backend(gpu::backend_choice::cuda);
+  if (!cuda.chosen && std::getenv("MWS_TEST_REQUIRE_CUDA") == nullptr) {
+    MESSAGE("skipped: " << cuda.reason);
+    return;
+  }
+  REQUIRE_MESSAGE(cuda.chosen != nullptr, cuda.reason);
+  for (auto kind : {topology_kind::torus, topology_kind::random_regular}) {
+    CAPTURE(to_string(kind));
+    rng random(8);
+    topology_spec spec;
+    spec.kind = kind;
+    spec.nodes = 1000;
+    auto g = make_topology(spec, random);
+    REQUIRE(g.has_value());
+    const mixing_matrix w = metropolis_hastings(*g);
+    const std::size_t params = 300;  // a whole GPU tile and a part of one
+    batched_sync cpu = test::batched_on_cpu(w, params);
+    batched_sync gpu = batched_sync::create(*cuda.chosen, w, params).value();
+    CHECK(gpu.block() == params);
+    std::vector<float> x(params);
+    std::vector<double> mu(params, 0.0);
+    for (node_id i = 0; i < 1000; ++i) {
+      for (auto& v : x)
+        v = static_cast<float>(random.uniform(-1.0, 1.0));
+      cpu.load(i, x);
+      gpu.load(i, x);
+      for (std::size_t k = 0; k < params; ++k)
+        mu[k] += static_cast<double>(x[k]) / 1000.0;
+    }
+    const double start = gpu.stats(mu).distance_rms;
+    for (int r = 0; r < 20; ++r) {
+      cpu.round();
+      gpu.round();
+    }
+    std::vector<float> a(params), b(params);
+    std::size_t wrong = 0;
+    for (node_id i = 0; i < 1000; ++i) {
+      cpu.store(i, a);
+      gpu.store(i, b);
+      for (std::size_t k = 0; k < params; ++k)
+        wrong += std::bit_cast<std::uint32_t>(a[k]) != std::bit_cast<std::uint32_t>(b[k]);
+    }
+    CHECK(wrong == 0);
+    CHECK(gpu.stats(mu).distance_rms == cpu.stats(mu).distance_rms);
+    CHECK(gpu.stats(mu).distance_rms < 0.5 * start);  // it did mix
   }
 }
 
