@@ -357,20 +357,42 @@ struct mix_rows_args {
   float* out;
 };
 
-// A block computes one tile of block_threads values of one row at a time, each thread one value
-// (loads coalesced across the tile); blocks stride over every (row, tile).
+// A block computes one tile of a row at a time: each thread V consecutive values (V = 4: one
+// 16-byte load per term, where rows start 16-byte aligned), loads coalesced across the tile;
+// blocks stride over every (row, tile). Per value: acc = w_0 x_0, then fma in column order.
+template <int V>
 __global__ void __launch_bounds__(block_threads, blocks_per_sm)
     mix_rows_kernel(const mix_rows_args a) {
-  const u64 tiles = (a.width + block_threads - 1) / block_threads;
+  constexpr u64 tile = u64{block_threads} * V;
+  const u64 tiles = (a.width + tile - 1) / tile;
   for (u64 w = blockIdx.x; w < a.rows * tiles; w += gridDim.x) {
     const u64 i = w / tiles;
-    const u64 c = (w % tiles) * block_threads + threadIdx.x;
+    const u64 c = (w % tiles) * tile + u64{threadIdx.x} * V;
     if (c >= a.width) continue;
     const std::uint32_t begin = a.offsets[i], end = a.offsets[i + 1];
-    float acc = __fmul_rn(a.weights[begin], a.x[a.columns[begin] * a.width + c]);
-    for (std::uint32_t k = begin + 1; k < end; ++k)
-      acc = __fmaf_rn(a.weights[k], a.x[a.columns[k] * a.width + c], acc);
-    a.out[i * a.width + c] = acc;
+    const float* x0 = a.x + a.columns[begin] * a.width + c;
+    if constexpr (V == 4) {
+      const uint4 v = *reinterpret_cast<const uint4*>(x0);
+      const unsigned first[4] = {v.x, v.y, v.z, v.w};
+      float acc[4];
+      for (int l = 0; l < 4; ++l)
+        acc[l] = __fmul_rn(a.weights[begin], __uint_as_float(first[l]));
+#pragma unroll 4
+      for (std::uint32_t k = begin + 1; k < end; ++k) {
+        const uint4 u = *reinterpret_cast<const uint4*>(a.x + a.columns[k] * a.width + c);
+        const unsigned more[4] = {u.x, u.y, u.z, u.w};
+        for (int l = 0; l < 4; ++l)
+          acc[l] = __fmaf_rn(a.weights[k], __uint_as_float(more[l]), acc[l]);
+      }
+      *reinterpret_cast<uint4*>(a.out + i * a.width + c) =
+          make_uint4(__float_as_uint(acc[0]), __float_as_uint(acc[1]), __float_as_uint(acc[2]),
+                     __float_as_uint(acc[3]));
+    } else {
+      float acc = __fmul_rn(a.weights[begin], *x0);
+      for (std::uint32_t k = begin + 1; k < end; ++k)
+        acc = __fmaf_rn(a.weights[k], a.x[a.columns[k] * a.width + c], acc);
+      a.out[i * a.width + c] = acc;
+    }
   }
 }
 
@@ -556,10 +578,17 @@ cudaError_t launch_mix_rows(cudaStream_t s, int sms, const std::uint32_t* offset
   if (rows == 0 || width == 0) return cudaSuccess;
   (void)cudaGetLastError();  // a stale error of an earlier call is not this launch's
   const mix_rows_args args{offsets, columns, weights, rows, width, x, out};
-  const u64 tiles = (width + block_threads - 1) / block_threads;
-  MWS_CUDA_LAUNCH(grid_for(rows * tiles * block_threads, sms * blocks_per_sm), block_threads, s,
-                  mix_rows_kernel)
-  (args);
+  // Rows start 16-byte aligned when the width is a multiple of 4 and the bases are.
+  const bool wide = width % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                    reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
+  const u64 tile = u64{block_threads} * (wide ? 4 : 1);
+  const u64 tiles = (width + tile - 1) / tile;
+  const unsigned grid = grid_for(rows * tiles * block_threads, sms * blocks_per_sm);
+  if (wide) {
+    MWS_CUDA_LAUNCH(grid, block_threads, s, mix_rows_kernel<4>)(args);
+  } else {
+    MWS_CUDA_LAUNCH(grid, block_threads, s, mix_rows_kernel<1>)(args);
+  }
   return cudaGetLastError();
 }
 

@@ -283,7 +283,7 @@ TEST_CASE("emulated cuda kernels: mix_rows equals the CPU backend bit for bit") 
     const testing::csr m = testing::random_csr(n, 5, 40 + n);
     auto w = cpu->upload_rows(m.offsets, m.columns, m.weights).value();
     // Widths across the 256-value tiles: a grid of 4 blocks strides over many (row, tile) pairs.
-    for (std::size_t width : {1u, 255u, 256u, 257u, 600u}) {
+    for (std::size_t width : {1u, 255u, 256u, 257u, 600u, 2052u}) {
       CAPTURE(n);
       CAPTURE(width);
       const std::vector<float> x = random_values(n * width, static_cast<std::uint32_t>(width));

@@ -153,7 +153,8 @@ TEST_CASE("batched rounds on a CUDA device give the CPU's bits") {
         wrong += std::bit_cast<std::uint32_t>(a[k]) != std::bit_cast<std::uint32_t>(b[k]);
     }
     CHECK(wrong == 0);
-    CHECK(gpu.stats(mu).distance_rms == cpu.stats(mu).distance_rms);
+    // Same values; stats() sums them in f64 block by block, and the blocks differ.
+    CHECK(gpu.stats(mu).distance_rms == doctest::Approx(cpu.stats(mu).distance_rms).epsilon(1e-12));
     CHECK(gpu.stats(mu).distance_rms < 0.5 * start);  // it did mix
   }
 }
