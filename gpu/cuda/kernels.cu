@@ -358,16 +358,18 @@ struct mix_rows_args {
 };
 
 // A block computes one tile of a row at a time: each thread V consecutive values (V = 4: one
-// 16-byte load per term, where rows start 16-byte aligned), loads coalesced across the tile;
-// blocks stride over every (row, tile). Per value: acc = w_0 x_0, then fma in column order.
+// 16-byte load per term, where rows start 16-byte aligned), loads coalesced across the tile.
+// Blocks stride over every (tile, row), rows fastest: the blocks in flight work on neighbouring
+// rows of one tile, so where rows read near rows (rings, tori) each tile of a row comes from
+// memory once and is read again from L2. Per value: acc = w_0 x_0, then fma in column order.
 template <int V>
 __global__ void __launch_bounds__(block_threads, blocks_per_sm)
     mix_rows_kernel(const mix_rows_args a) {
   constexpr u64 tile = u64{block_threads} * V;
   const u64 tiles = (a.width + tile - 1) / tile;
   for (u64 w = blockIdx.x; w < a.rows * tiles; w += gridDim.x) {
-    const u64 i = w / tiles;
-    const u64 c = (w % tiles) * tile + u64{threadIdx.x} * V;
+    const u64 i = w % a.rows;
+    const u64 c = (w / a.rows) * tile + u64{threadIdx.x} * V;
     if (c >= a.width) continue;
     const std::uint32_t begin = a.offsets[i], end = a.offsets[i + 1];
     const float* x0 = a.x + a.columns[begin] * a.width + c;
