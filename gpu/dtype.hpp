@@ -2,8 +2,8 @@
 //
 // Tensors are stored as f32, f16 (IEEE binary16) or bf16 (bfloat16); every arithmetic operation
 // widens to f32 and rounds back to the storage type with round-to-nearest-even. The scalar
-// conversions here are the reference that the vectorised CPU kernels and the CUDA kernels must
-// reproduce bit for bit.
+// conversions here (their bit logic in gpu/detail/half_bits.hpp, shared with the CUDA kernels) are
+// the reference that the vectorised CPU kernels and the CUDA kernels reproduce bit for bit.
 #pragma once
 
 #include <bit>
@@ -12,6 +12,8 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+
+#include "gpu/detail/half_bits.hpp"
 
 namespace mws::gpu {
 
@@ -38,51 +40,20 @@ std::optional<dtype> parse_dtype(std::string_view name) noexcept;
 
 // bfloat16: the upper half of an f32. Rounds to nearest even; NaN stays a (quiet) NaN.
 inline std::uint16_t f32_to_bf16(float f) noexcept {
-  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
+  return detail::bf16_from_f32_bits(std::bit_cast<std::uint32_t>(f));
 }
 
 inline float bf16_to_f32(std::uint16_t h) noexcept {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16);
+  return std::bit_cast<float>(detail::f32_bits_from_bf16(h));
 }
 
 // IEEE binary16. Rounds to nearest even, overflows to infinity, keeps subnormals; NaN stays NaN.
 inline std::uint16_t f32_to_f16(float f) noexcept {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  const std::uint32_t sign = (u >> 16) & 0x8000u;
-  const std::uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
-  if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to >= 65520
-  if (abs < 0x38800000u) {  // below the smallest normal f16 (2^-14): subnormal or zero
-    if (abs < 0x33000000u)
-      return static_cast<std::uint16_t>(sign);  // below half the least subnormal
-    const std::uint32_t exp = abs >> 23;
-    const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const std::uint32_t shift = 126u - exp;  // 14..24
-    std::uint32_t half = mant >> shift;
-    const std::uint32_t rest = mant & ((1u << shift) - 1u);
-    const std::uint32_t mid = 1u << (shift - 1u);
-    if (rest > mid || (rest == mid && (half & 1u))) ++half;
-    return static_cast<std::uint16_t>(sign | half);
-  }
-  std::uint32_t r = abs - 0x38000000u;  // rebias the exponent from 127 to 15
-  r += 0xfffu + ((r >> 13) & 1u);
-  return static_cast<std::uint16_t>(sign | (r >> 13));
+  return detail::f16_from_f32_bits(std::bit_cast<std::uint32_t>(f));
 }
 
 inline float f16_to_f32(std::uint16_t h) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exp = (h >> 10) & 0x1fu;
-  const std::uint32_t mant = h & 0x3ffu;
-  // NaNs come out quiet, as the F16C instruction and CUDA's conversion make them.
-  if (exp == 0x1fu)
-    return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
-  if (exp != 0) return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
-  // Zero or subnormal: mant * 2^-24, exact in f32.
-  const float v = static_cast<float>(mant) * 0x1p-24f;
-  return sign ? -v : v;
+  return std::bit_cast<float>(detail::f32_bits_from_f16(h));
 }
 
 // Element k of host data of type t, as f32 (exact: every f16 and bf16 value is an f32). The data

@@ -36,13 +36,10 @@ constexpr int chunk_elems = 8;
 template <dtype D>
 inline constexpr int elem_bytes = D == dtype::f32 ? 4 : 2;
 
-// ---- conversions: the bit logic of gpu/dtype.hpp, line for line ----------------------------
+// ---- conversions: gpu/detail/half_bits.hpp, as gpu/dtype.hpp does them ----------------------
 
 __device__ __forceinline__ u16 to_bf16(float f) {
-  u32 u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<u16>((u >> 16) | 0x0040u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<u16>(u >> 16);
+  return detail::bf16_from_f32_bits(__float_as_uint(f));
 }
 
 __device__ __forceinline__ float from_bf16(u32 h) {
@@ -56,25 +53,7 @@ __device__ __forceinline__ u16 to_f16(float f) {
 #if defined(__CUDA_ARCH__)
   if (f == f) return __half_as_ushort(__float2half_rn(f));
 #endif
-  const u32 u = __float_as_uint(f);
-  const u32 sign = (u >> 16) & 0x8000u;
-  const u32 abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<u16>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
-  if (abs >= 0x477ff000u) return static_cast<u16>(sign | 0x7c00u);
-  if (abs < 0x38800000u) {
-    if (abs < 0x33000000u) return static_cast<u16>(sign);
-    const u32 exp = abs >> 23;
-    const u32 mant = (abs & 0x7fffffu) | 0x800000u;
-    const u32 shift = 126u - exp;  // 14..24
-    u32 half = mant >> shift;
-    const u32 rest = mant & ((1u << shift) - 1u);
-    const u32 mid = 1u << (shift - 1u);
-    if (rest > mid || (rest == mid && (half & 1u))) ++half;
-    return static_cast<u16>(sign | half);
-  }
-  u32 r = abs - 0x38000000u;
-  r += 0xfffu + ((r >> 13) & 1u);
-  return static_cast<u16>(sign | (r >> 13));
+  return detail::f16_from_f32_bits(__float_as_uint(f));
 }
 
 __device__ __forceinline__ float from_f16(u32 h) {
@@ -82,14 +61,7 @@ __device__ __forceinline__ float from_f16(u32 h) {
   if ((h & 0x7fffu) <= 0x7c00u)
     return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
 #endif
-  const u32 sign = (h & 0x8000u) << 16;
-  const u32 exp = (h >> 10) & 0x1fu;
-  const u32 mant = h & 0x3ffu;
-  if (exp == 0x1fu)
-    return __uint_as_float(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
-  if (exp != 0) return __uint_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
-  const float v = __fmul_rn(__uint2float_rn(mant), 0x1p-24f);  // exact
-  return sign ? -v : v;
+  return __uint_as_float(detail::f32_bits_from_f16(static_cast<u16>(h)));
 }
 
 template <dtype D>
