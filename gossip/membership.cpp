@@ -208,6 +208,7 @@ void member_table::set_status(slot s, member_state state, std::uint64_t incarnat
                               time_us since_us, const node_key& accuser) {
   row& r = rows_[s];
   const bool was_alive = r.state == member_state::alive;
+  const bool was_live = r.state == member_state::alive || r.state == member_state::suspect;
   live_ -= r.state == member_state::alive || r.state == member_state::suspect;
   live_ += state == member_state::alive || state == member_state::suspect;
   r.state = state;
@@ -218,11 +219,7 @@ void member_table::set_status(slot s, member_state state, std::uint64_t incarnat
   } else {
     not_alive_.insert_or_assign(r.id, accuser);
   }
-  count_alive(s, was_alive);
-}
-
-void member_table::set_incarnation(slot s, std::uint64_t incarnation) noexcept {
-  rows_[s].incarnation = incarnation;
+  count_states(s, was_alive, was_live);
 }
 
 void member_table::set_address(slot s, std::string_view address) {
@@ -268,6 +265,17 @@ member_table::slot member_table::nth_alive(std::size_t k) {
   return by_key_[alive_by_key_.nth(k)];
 }
 
+std::size_t member_table::live_before(slot s) {
+  sort();
+  return live_by_key_.before(position(s));
+}
+
+member_table::slot member_table::nth_live(std::size_t k) {
+  MWS_ASSERT(k < live_);
+  sort();
+  return by_key_[live_by_key_.nth(k)];
+}
+
 member_table::slot member_table::next_used(slot s) const noexcept {
   while (s < rows_.size() && !rows_[s].used)
     ++s;
@@ -293,19 +301,29 @@ void member_table::sort() {
     counted_ = false;
   }
   if (!counted_) {
-    std::vector<std::uint32_t> flags(by_key_.size());
-    for (std::size_t i = 0; i < by_key_.size(); ++i)
-      flags[i] = rows_[by_key_[i]].state == member_state::alive;
-    alive_by_key_.build(std::move(flags));
+    std::vector<std::uint32_t> alive(by_key_.size()), live(by_key_.size());
+    for (std::size_t i = 0; i < by_key_.size(); ++i) {
+      const member_state state = rows_[by_key_[i]].state;
+      alive[i] = state == member_state::alive;
+      live[i] = state == member_state::alive || state == member_state::suspect;
+    }
+    alive_by_key_.build(std::move(alive));
+    live_by_key_.build(std::move(live));
     counted_ = true;
   }
 }
 
-void member_table::count_alive(slot s, bool was_alive) {
-  const bool is_alive = rows_[s].state == member_state::alive;
-  if (is_alive == was_alive) return;
-  alive_ = is_alive ? alive_ + 1 : alive_ - 1;
-  if (counted_) alive_by_key_.add(position(s), is_alive);
+void member_table::count_states(slot s, bool was_alive, bool was_live) {
+  const member_state state = rows_[s].state;
+  const bool is_alive = state == member_state::alive;
+  const bool is_live = is_alive || state == member_state::suspect;
+  if (is_alive != was_alive) alive_ = is_alive ? alive_ + 1 : alive_ - 1;
+  if (!counted_) return;
+  if (is_alive != was_alive || is_live != was_live) {
+    const std::size_t pos = position(s);
+    if (is_alive != was_alive) alive_by_key_.add(pos, is_alive);
+    if (is_live != was_live) live_by_key_.add(pos, is_live);
+  }
 }
 
 void member_table::release_address_bytes(std::size_t n) {
@@ -423,7 +441,7 @@ void membership::on_tick(time_us now_us, membership_sink& out) {
   forget_old_dead(now_us);
   check_relays(now_us, out);
   if (probe_ && !probe_->indirect_sent && now_us >= probe_->indirect_at_us) {
-    const auto helpers = random_alive_members(cfg_.indirect_probes, probe_->target);
+    const auto helpers = random_members(cfg_.indirect_probes, probe_->target, false);
     for (const auto& h : helpers) {
       out.send(
           to(h),
@@ -459,7 +477,7 @@ void membership::leave(time_us now_us, membership_sink& out) {
   leaving_ = true;
   queue({cfg_.self, cfg_.self_address, incarnation_, member_state::left, cfg_.self});
   // Tell a few members at once rather than waiting for the next probes to carry it.
-  for (const auto& id : random_alive_members(cfg_.indirect_probes + 1, cfg_.self)) {
+  for (const auto& id : random_members(cfg_.indirect_probes + 1, cfg_.self, false)) {
     out.send(to(id), swim::push_pull{false,
                                      true,
                                      {{cfg_.self, cfg_.self_address, incarnation_,
@@ -530,10 +548,9 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   }
   const auto m = members_.slot_of(u.id);
   if (m == member_table::none || u.incarnation < members_.incarnation(m)) return;
-  if (members_.state(m) == member_state::suspect) {
+  if (members_.state(m) == member_state::suspect && u.incarnation == members_.incarnation(m)) {
     // An independent confirmation shortens the suspicion (Lifeguard).
     auto& s = suspicions_[u.id];
-    members_.set_incarnation(m, u.incarnation);
     const bool known = u.accuser == s.first_accuser ||
                        std::find(s.confirmations.begin(), s.confirmations.end(), u.accuser) !=
                            s.confirmations.end();
@@ -544,7 +561,14 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
     }
     return;
   }
-  if (members_.state(m) != member_state::alive) return;  // dead or left stays so
+  if (!is_live(members_.state(m))) return;  // dead or left stays so
+  // A suspicion at a newer incarnation than the one we suspect is a new suspicion, with its own
+  // timer and accusers: the member refuted the old one (we missed that), and must have the
+  // whole timeout to refute this one. Folding it into the old suspicion instead, with the
+  // incarnation raised, declared the member dead at its current incarnation when the old timer
+  // ran out, a death that every node holding that incarnation accepts.
+  const bool was_suspect = members_.state(m) == member_state::suspect;
+  end_suspicion(u.id);
   members_.set_status(m, member_state::suspect, u.incarnation, now_us, u.accuser);
   const std::size_t n = alive_count();
   suspicion s;
@@ -560,7 +584,7 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   s.max_us = s.min_us * cfg_.suspicion_max_factor;
   schedule(u.id, suspicions_[u.id] = std::move(s));
   queue(u);
-  emit(membership_event::kind::suspected, u.id, out);
+  if (!was_suspect) emit(membership_event::kind::suspected, u.id, out);
 }
 
 void membership::on_dead(const member_update& u, const node_key& from, time_us now_us,
@@ -794,14 +818,21 @@ std::optional<node_key> membership::next_probe_target() {
   return std::nullopt;
 }
 
-// A partial Fisher-Yates shuffle of the alive members but `except`, in key order, that touches
-// only the positions it swaps: the picks of shuffling a copy of a key-sorted map, in O(count
-// log n) instead of O(n).
-std::vector<node_key> membership::random_alive_members(std::size_t count, const node_key& except) {
+// A partial Fisher-Yates shuffle of the alive (or live) members but `except`, in key order, that
+// touches only the positions it swaps: the picks of shuffling a copy of a key-sorted map, in
+// O(count log n) instead of O(n).
+std::vector<node_key> membership::random_members(std::size_t count, const node_key& except,
+                                                 bool suspects_too) {
   const auto skipped = members_.slot_of(except);
-  const bool skip = skipped != member_table::none && members_.state(skipped) == member_state::alive;
-  const std::size_t pool = members_.alive() - (skip ? 1 : 0);
-  const std::size_t skipped_rank = skip ? members_.alive_before(skipped) : pool;
+  auto counted = [&](member_table::slot m) {
+    const member_state state = members_.state(m);
+    return state == member_state::alive || (suspects_too && state == member_state::suspect);
+  };
+  const bool skip = skipped != member_table::none && counted(skipped);
+  const std::size_t pool = (suspects_too ? members_.live() : members_.alive()) - (skip ? 1 : 0);
+  const std::size_t skipped_rank = !skip          ? pool
+                                   : suspects_too ? members_.live_before(skipped)
+                                                  : members_.alive_before(skipped);
   std::vector<std::pair<std::size_t, std::size_t>> swapped;  // position, alive rank now there
   auto at = [&](std::size_t pos) {
     for (const auto& [p, rank] : swapped) {
@@ -821,7 +852,8 @@ std::vector<node_key> membership::random_alive_members(std::size_t count, const 
     const std::size_t rank_i = at(i), rank_j = at(j);
     put(i, rank_j);
     put(j, rank_i);
-    picked.push_back(members_.id(members_.nth_alive(rank_j)));
+    picked.push_back(
+        members_.id(suspects_too ? members_.nth_live(rank_j) : members_.nth_alive(rank_j)));
   }
   return picked;
 }
@@ -829,14 +861,18 @@ std::vector<node_key> membership::random_alive_members(std::size_t count, const 
 // ---- anti-entropy and healing ----------------------------------------------------------------
 
 void membership::push_pull_with_random_member(time_us, membership_sink& out) {
-  const auto peer = random_alive_members(1, cfg_.self);
+  const auto peer = random_members(1, cfg_.self, false);
   if (peer.empty()) return;
   out.send(to(peer.front()), swim::push_pull{false, false, full_state()});
 }
 
+// To suspects as well as alive members, as memberlist does: a suspect hears of its suspicion in
+// time to refute it, and keeps hearing other news meanwhile. Gossiping to alive members only
+// left a suspect to the rare ping that carries its suspicion, and deaf to other members'
+// refutations (in a 300-node study at 10% loss: 8,579 false deaths in 960 s, then 1).
 void membership::gossip_to_random_members(membership_sink& out) {
   if (send_order_.empty()) return;
-  for (const auto& id : random_alive_members(cfg_.gossip_fanout, cfg_.self)) {
+  for (const auto& id : random_members(cfg_.gossip_fanout, cfg_.self, true)) {
     std::vector<member_update> updates = piggyback();
     if (updates.empty()) break;
     ++stats_.gossips;

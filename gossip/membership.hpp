@@ -212,10 +212,10 @@ class rank_counts {
 
 // The member table of one node, compact because every node holds one row per member: a flat
 // row of 56 bytes (addresses back to back in one string), a 4-byte hash index entry, and the
-// rows in key order with counts of alive members by rank, rebuilt after members come or go.
-// The key order makes each random pick the one a key-sorted map would give, so decisions do not
-// depend on where a row happens to be stored. Owned and changed by membership; others read it
-// through membership::members(), like a map, in no particular order.
+// rows in key order with counts of alive and of live members by rank, rebuilt after members come
+// or go. The key order makes each random pick the one a key-sorted map would give, so decisions
+// do not depend on where a row happens to be stored. Owned and changed by membership; others read
+// it through membership::members(), like a map, in no particular order.
 class member_table {
  public:
   using slot = std::uint32_t;
@@ -278,7 +278,6 @@ class member_table {
               time_us now_us);  // an alive member
   void set_status(slot s, member_state state, std::uint64_t incarnation, time_us since_us,
                   const node_key& accuser);
-  void set_incarnation(slot s, std::uint64_t incarnation) noexcept;
   void set_address(slot s, std::string_view address);
   void erase(slot s);
 
@@ -286,6 +285,8 @@ class member_table {
   const std::vector<slot>& by_key();
   std::size_t alive_before(slot s);  // alive members with a smaller key than s (alive itself)
   slot nth_alive(std::size_t k);     // k < alive()
+  std::size_t live_before(slot s);   // live members with a smaller key than s (live itself)
+  slot nth_live(std::size_t k);      // k < live()
 
  private:
   struct row {
@@ -301,7 +302,7 @@ class member_table {
   slot next_used(slot s) const noexcept;
   std::size_t position(slot s) const;  // in by_key_, which must be sorted
   void sort();
-  void count_alive(slot s, bool was_alive);
+  void count_states(slot s, bool was_alive, bool was_live);
   void release_address_bytes(std::size_t n);  // no row uses them any more
   void compact_addresses();
 
@@ -315,6 +316,7 @@ class member_table {
   std::vector<slot> by_key_;  // sorted up to sorted_, newcomers after
   std::size_t sorted_ = 0;
   detail::rank_counts alive_by_key_;  // over by_key_, valid when counted_
+  detail::rank_counts live_by_key_;   // the same for live (alive or suspect) members
   bool counted_ = false;
 };
 
@@ -426,7 +428,9 @@ class membership {
   time_us push_pull_interval() const noexcept;
   time_us suspicion_timeout(const suspicion& s) const noexcept;
   std::optional<node_key> next_probe_target();
-  std::vector<node_key> random_alive_members(std::size_t count, const node_key& except);
+  // Distinct random members but `except`: alive ones, or with `suspects_too` live ones.
+  std::vector<node_key> random_members(std::size_t count, const node_key& except,
+                                       bool suspects_too);
   destination to(const node_key& id) const;
   member_update self_update() const;
   void emit(membership_event::kind k, const node_key& id, membership_sink& out) const;
