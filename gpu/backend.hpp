@@ -166,7 +166,8 @@ class backend {
 
   // Keeps an n x n matrix in CSR form for mix_rows: offsets has n + 1 entries, from 0 up to
   // columns.size() == weights.size(); every row has at least one term; columns ascend strictly
-  // within a row and lie below n. Anything else is errc::bad_sparse_matrix.
+  // within a row and lie below n; weights are finite. Anything else is errc::bad_sparse_matrix.
+  // The result must outlive the operations enqueued with it.
   virtual result<std::unique_ptr<sparse_rows>> upload_rows(std::span<const std::uint32_t> offsets,
                                                            std::span<const std::uint32_t> columns,
                                                            std::span<const float> weights) = 0;

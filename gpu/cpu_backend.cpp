@@ -100,9 +100,9 @@ class cpu_backend final : public backend {
 
   error_code mix_rows(stream&, const sparse_rows& w, std::size_t width, const_tensor_view x,
                       tensor_view out) override {
-    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, host_memory)) return ec;
     const auto* m = dynamic_cast<const cpu_sparse_rows*>(&w);
     if (m == nullptr) return errc::bad_sparse_matrix;  // made by another backend
+    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, host_memory)) return ec;
     kernels_.mix_rows(m->offsets.data(), m->columns.data(), m->weights.data(), m->rows(), width,
                       static_cast<const float*>(x.data), static_cast<float*>(out.data));
     return {};

@@ -66,9 +66,10 @@ result<batched_sync> batched_sync::create(gpu::backend& backend, const mixing_ma
     const std::size_t count = std::min(zeros.size(), b.storage_.numel() - at);
     const gpu::const_tensor_view from(zeros.data(), count, gpu::dtype::f32,
                                       gpu::memory_space::host);
-    MWS_SIM_ASSERT(!backend.copy(*b.stream_, b.storage_.view().slice(at, count), from));
+    if (auto ec = backend.copy(*b.stream_, b.storage_.view().slice(at, count), from))
+      return backend_failure(ec, "clearing the nodes' values");
   }
-  MWS_SIM_ASSERT(!b.stream_->synchronize());
+  if (auto ec = b.stream_->synchronize()) return backend_failure(ec, "clearing the nodes' values");
   b.slot_.resize(b.blocks_);
   for (std::size_t k = 0; k < b.blocks_; ++k)
     b.slot_[k] = k;
@@ -116,13 +117,13 @@ float batched_sync::value(node_id i, std::size_t k) const {
   return v;
 }
 
-void batched_sync::round() {
+gpu::error_code batched_sync::round() {
   for (std::size_t b = 0; b < blocks_; ++b) {
-    MWS_SIM_ASSERT(
-        !backend_->mix_rows(*stream_, *w_, block_, slot_view(slot_[b]), slot_view(spare_)));
+    if (auto ec = backend_->mix_rows(*stream_, *w_, block_, slot_view(slot_[b]), slot_view(spare_)))
+      return ec;
     std::swap(slot_[b], spare_);
   }
-  MWS_SIM_ASSERT(!stream_->synchronize());
+  return stream_->synchronize();
 }
 
 consensus_stats batched_sync::stats(std::span<const double> mu) const {
@@ -132,8 +133,10 @@ consensus_stats batched_sync::stats(std::span<const double> mu) const {
   for (double m : mu)
     mu_max = std::max(mu_max, std::abs(m));
   if (mu_max == 0.0) mu_max = 1.0;
-  std::vector<double> mean(block_), sum(block_);
-  double sq = 0.0, err = 0.0, drift = 0.0;
+  // Sums per parameter, over nodes in order, then over parameters in order: the same at any
+  // block size, so the metrics are the same bits on every backend.
+  std::vector<double> mean(block_), sum(block_), sq(params_, 0.0);
+  double err = 0.0, drift = 0.0;
   // Visits block b's rows a chunk at a time, copied to the host.
   const node_id chunk_rows =
       static_cast<node_id>(std::max<std::size_t>(1, stats_chunk_bytes / (block_ * sizeof(float))));
@@ -161,12 +164,15 @@ consensus_stats batched_sync::stats(std::span<const double> mu) const {
     each_row(b, [&](const float* row) {
       for (std::size_t c = 0; c < width; ++c) {
         const auto v = static_cast<double>(row[c]);
-        sq += (v - mean[c]) * (v - mean[c]);
+        sq[b * block_ + c] += (v - mean[c]) * (v - mean[c]);
         err = std::max(err, std::abs(v - mu_b[c]));
       }
     });
   }
-  s.distance_rms = std::sqrt(sq / n_);
+  double total = 0.0;
+  for (double q : sq)
+    total += q;
+  s.distance_rms = std::sqrt(total / n_);
   s.max_relative_error = err / mu_max;
   s.mass_drift = drift / (n_ * mu_max);
   return s;

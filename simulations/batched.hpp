@@ -50,8 +50,9 @@ class batched_sync {
   void store(node_id i, std::span<float> out) const;
   float value(node_id i, std::size_t k) const;
 
-  // One synchronous round of every node; waits until the backend has finished it.
-  void round();
+  // One synchronous round of every node; waits until the backend has finished it. An error is
+  // the backend's (a device fault): the values are then undefined.
+  gpu::error_code round();
 
   // Consensus metrics against the exact mean `mu` (params() values).
   consensus_stats stats(std::span<const double> mu) const;

@@ -523,7 +523,9 @@ result<batched_output> run_batched(const scenario& s, const progress_fn& progres
   };
   measure(0);
   for (std::uint64_t r = 1; r <= s.steps; ++r) {
-    b.round();
+    if (auto ec = b.round())
+      return fail(errc::unsupported,
+                  "batched mode: round " + std::to_string(r) + ": " + ec.message());
     if (r % s.sample_every == 0 || r == s.steps) measure(r);
     if (progress) progress(r, s.steps);
   }

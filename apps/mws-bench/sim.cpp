@@ -132,13 +132,16 @@ row run_batched(gpu::backend& device, std::uint32_t nodes, std::size_t params, d
       v = static_cast<float>(random.uniform01());
     b.load(i, x);
   }
-  b.round();  // warm-up: page faults, caches
+  if (auto ec = b.round()) {  // warm-up: page faults, caches
+    r.note = ec.message();
+    return r;
+  }
   const double work = static_cast<double>(nodes) * static_cast<double>(params);
   r.rounds = std::max<std::uint64_t>(3, static_cast<std::uint64_t>((on_cpu ? 4e9 : 4e11) / work));
   r.rounds = std::min<std::uint64_t>(r.rounds, 200);
   const auto t0 = clock_type::now();
   for (std::uint64_t k = 0; k < r.rounds; ++k)
-    b.round();
+    (void)b.round();  // the warm-up round succeeded
   r.seconds = seconds_since(t0);
   r.updates_per_s = work * static_cast<double>(r.rounds) / r.seconds;
   r.ratio = r.updates_per_s * 8.0 / bw;

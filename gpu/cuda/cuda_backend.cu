@@ -272,6 +272,9 @@ class cuda_sparse_rows final : public sparse_rows {
     if (auto ec = m->put(m->offsets_, offsets.data(), offsets.size_bytes())) return ec;
     if (auto ec = m->put(m->columns_, columns.data(), columns.size_bytes())) return ec;
     if (auto ec = m->put(m->weights_, weights.data(), weights.size_bytes())) return ec;
+    // A copy from pageable memory may return before it lands, and the backend's streams do not
+    // wait for the legacy stream: finish the copies before any kernel can read them.
+    if (cudaError_t e = cudaDeviceSynchronize()) return device_failure(e);
     return m;
   }
   ~cuda_sparse_rows() override {
@@ -400,9 +403,9 @@ class cuda_backend final : public backend {
   error_code mix_rows(stream& s, const sparse_rows& w, std::size_t width, const_tensor_view x,
                       tensor_view out) override {
     cuda_stream& cs = own(s);
-    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, device_memory)) return ec;
     const auto* m = dynamic_cast<const cuda_sparse_rows*>(&w);
     if (m == nullptr) return errc::bad_sparse_matrix;  // made by another backend
+    if (auto ec = detail::check_mix_rows(w.rows(), width, x, out, device_memory)) return ec;
     if (auto ec = use_device()) return ec;
     return cs.record(cuda::launch_mix_rows(cs.get(), sms_, m->offsets(), m->columns(), m->weights(),
                                            m->rows(), width, static_cast<const float*>(x.data),

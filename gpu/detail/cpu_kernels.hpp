@@ -24,7 +24,9 @@ struct cpu_kernels {
   void (*convert)(dtype to, void* dst, dtype from, const void* src, std::size_t n);
   double (*reduce)(reduction op, dtype t, const void* x, const void* y, std::size_t n);
   // y row i = weighted_sum over row i's (columns[k], weights[k]) of x rows; rows of `width`
-  // f32 values; CSR checked by check_sparse_rows.
+  // f32 values; CSR checked by check_sparse_rows. Unlike the others it streams its output past
+  // the caches whatever its size (where y is 32-byte aligned and width a multiple of 8): its
+  // caller, the simulator, streams blocks of X through memory and reads none of them back soon.
   void (*mix_rows)(const std::uint32_t* offsets, const std::uint32_t* columns, const float* weights,
                    std::uint32_t n, std::size_t width, const float* x, float* y);
 };

@@ -66,3 +66,5 @@ MWS_HOST_DEVICE constexpr std::uint32_t f32_bits_from_f16(std::uint16_t h) noexc
 }
 
 }  // namespace mws::gpu::detail
+
+#undef MWS_HOST_DEVICE

@@ -1,5 +1,6 @@
 #include "gpu/detail/validate.hpp"
 
+#include <cmath>
 #include <cstdint>
 
 namespace mws::gpu::detail {
@@ -47,6 +48,8 @@ error_code check_sparse_rows(std::span<const std::uint32_t> offsets,
   const auto n = static_cast<std::uint32_t>(offsets.size() - 1);
   if (offsets.front() != 0 || offsets.back() != columns.size() || columns.size() != weights.size())
     return errc::bad_sparse_matrix;
+  for (float w : weights)
+    if (!std::isfinite(w)) return errc::bad_sparse_matrix;
   for (std::uint32_t i = 0; i < n; ++i) {
     if (offsets[i + 1] <= offsets[i]) return errc::bad_sparse_matrix;
     for (std::uint32_t k = offsets[i]; k < offsets[i + 1]; ++k)

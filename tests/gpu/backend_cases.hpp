@@ -422,7 +422,8 @@ inline csr random_csr(std::uint32_t n, std::uint32_t max_terms, std::uint32_t se
 }
 
 // mix_rows equals weighted_sum's rounding, term by term in column order, bit for bit: for widths
-// around the CPU's 16-value chunks and the GPU's 256-thread tiles.
+// around the CPU's 16-value chunks and the GPU's tiles (256 values, or 1024 where rows are
+// 16-byte aligned), and once more on views that are not 16-byte aligned.
 inline void mix_rows_rounds_like_weighted_sum(backend& b) {
   auto s = b.make_stream().value();
   std::mt19937 rng(3);
@@ -432,27 +433,32 @@ inline void mix_rows_rounds_like_weighted_sum(backend& b) {
     auto w = b.upload_rows(m.offsets, m.columns, m.weights);
     REQUIRE(w.has_value());
     CHECK((*w)->rows() == n);
-    for (std::size_t width : {1u, 7u, 16u, 33u, 128u, 257u, 1000u}) {
+    for (std::size_t width : {1u, 7u, 16u, 33u, 128u, 257u, 1000u, 1024u, 1028u, 4100u}) {
       CAPTURE(n);
       CAPTURE(width);
       std::vector<float> x(n * width);
       for (auto& v : x)
         v = normal(rng);
       const buffer xd = upload(b, *s, make_host(dtype::f32, x));
-      auto out = b.allocate(dtype::f32, x.size(), memory_space::device).value();
-      REQUIRE_FALSE(b.mix_rows(*s, **w, width, xd.view(), out.view()));
-      const host_tensor got = download(b, *s, out.view());
-      std::size_t wrong = 0;
-      for (std::uint32_t i = 0; i < n; ++i) {
-        for (std::size_t c = 0; c < width; ++c) {
-          const std::uint32_t begin = m.offsets[i];
-          float acc = m.weights[begin] * x[m.columns[begin] * width + c];
-          for (std::uint32_t k = begin + 1; k < m.offsets[i + 1]; ++k)
-            acc = std::fma(m.weights[k], x[m.columns[k] * width + c], acc);
-          wrong += std::bit_cast<std::uint32_t>(acc) != got.bits(i * width + c);
+      auto out = b.allocate(dtype::f32, x.size() + 1, memory_space::device).value();
+      // shift 1: the output one value off its allocation's alignment
+      for (std::size_t shift : {0u, 1u}) {
+        CAPTURE(shift);
+        const tensor_view o = out.view().slice(shift, x.size());
+        REQUIRE_FALSE(b.mix_rows(*s, **w, width, xd.view(), o));
+        const host_tensor got = download(b, *s, o);
+        std::size_t wrong = 0;
+        for (std::uint32_t i = 0; i < n; ++i) {
+          for (std::size_t c = 0; c < width; ++c) {
+            const std::uint32_t begin = m.offsets[i];
+            float acc = m.weights[begin] * x[m.columns[begin] * width + c];
+            for (std::uint32_t k = begin + 1; k < m.offsets[i + 1]; ++k)
+              acc = std::fma(m.weights[k], x[m.columns[k] * width + c], acc);
+            wrong += std::bit_cast<std::uint32_t>(acc) != got.bits(i * width + c);
+          }
         }
+        CHECK(wrong == 0);
       }
-      CHECK(wrong == 0);
     }
   }
 }
@@ -491,6 +497,9 @@ inline void bad_sparse_rows_are_refused(backend& b) {
   CHECK(refused(m));  // a column twice in a row
   m.columns = {0, 4, 1, 2, 3};
   CHECK(refused(m));  // a column past the last row
+  m.columns = {0, 1, 1, 2, 3};
+  m.weights[3] = std::nanf("");
+  CHECK(refused(m));  // a weight that is not a number
 
   auto w = b.upload_rows(good.offsets, good.columns, good.weights).value();
   auto s = b.make_stream().value();

@@ -282,7 +282,8 @@ TEST_CASE("emulated cuda kernels: mix_rows equals the CPU backend bit for bit") 
   for (std::uint32_t n : {1u, 6u, 13u}) {
     const testing::csr m = testing::random_csr(n, 5, 40 + n);
     auto w = cpu->upload_rows(m.offsets, m.columns, m.weights).value();
-    // Widths across the 256-value tiles: a grid of 4 blocks strides over many (row, tile) pairs.
+    // Widths across the tiles (256 values, or 1024 where rows are 16-byte aligned): a grid of 4
+    // blocks strides over many (tile, row) pairs.
     for (std::size_t width : {1u, 255u, 256u, 257u, 600u, 2052u}) {
       CAPTURE(n);
       CAPTURE(width);
