@@ -254,26 +254,15 @@ const std::vector<member_table::slot>& member_table::by_key() {
   return by_key_;
 }
 
-std::size_t member_table::alive_before(slot s) {
+std::size_t member_table::rank_before(slot s, bool live) {
   sort();
-  return alive_by_key_.before(position(s));
+  return (live ? live_by_key_ : alive_by_key_).before(position(s));
 }
 
-member_table::slot member_table::nth_alive(std::size_t k) {
-  MWS_ASSERT(k < alive_);
+member_table::slot member_table::nth(std::size_t k, bool live) {
+  MWS_ASSERT(k < (live ? live_ : alive_));
   sort();
-  return by_key_[alive_by_key_.nth(k)];
-}
-
-std::size_t member_table::live_before(slot s) {
-  sort();
-  return live_by_key_.before(position(s));
-}
-
-member_table::slot member_table::nth_live(std::size_t k) {
-  MWS_ASSERT(k < live_);
-  sort();
-  return by_key_[live_by_key_.nth(k)];
+  return by_key_[(live ? live_by_key_ : alive_by_key_).nth(k)];
 }
 
 member_table::slot member_table::next_used(slot s) const noexcept {
@@ -830,9 +819,7 @@ std::vector<node_key> membership::random_members(std::size_t count, const node_k
   };
   const bool skip = skipped != member_table::none && counted(skipped);
   const std::size_t pool = (suspects_too ? members_.live() : members_.alive()) - (skip ? 1 : 0);
-  const std::size_t skipped_rank = !skip          ? pool
-                                   : suspects_too ? members_.live_before(skipped)
-                                                  : members_.alive_before(skipped);
+  const std::size_t skipped_rank = skip ? members_.rank_before(skipped, suspects_too) : pool;
   std::vector<std::pair<std::size_t, std::size_t>> swapped;  // position, alive rank now there
   auto at = [&](std::size_t pos) {
     for (const auto& [p, rank] : swapped) {
@@ -852,8 +839,7 @@ std::vector<node_key> membership::random_members(std::size_t count, const node_k
     const std::size_t rank_i = at(i), rank_j = at(j);
     put(i, rank_j);
     put(j, rank_i);
-    picked.push_back(
-        members_.id(suspects_too ? members_.nth_live(rank_j) : members_.nth_alive(rank_j)));
+    picked.push_back(members_.id(members_.nth(rank_j, suspects_too)));
   }
   return picked;
 }

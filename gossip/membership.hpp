@@ -283,10 +283,10 @@ class member_table {
 
   // In key order (sorting newcomers in first).
   const std::vector<slot>& by_key();
-  std::size_t alive_before(slot s);  // alive members with a smaller key than s (alive itself)
-  slot nth_alive(std::size_t k);     // k < alive()
-  std::size_t live_before(slot s);   // live members with a smaller key than s (live itself)
-  slot nth_live(std::size_t k);      // k < live()
+  // Ranks in key order among the alive members, or with `live` among the live ones (alive or
+  // suspect): how many have a smaller key than s (itself counted), and the k-th of them.
+  std::size_t rank_before(slot s, bool live);
+  slot nth(std::size_t k, bool live);  // k < live ? live() : alive()
 
  private:
   struct row {

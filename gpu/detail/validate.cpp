@@ -6,13 +6,17 @@
 namespace mws::gpu::detail {
 namespace {
 
-bool partially_overlaps(const_tensor_view a, const_tensor_view b) noexcept {
+// Whether a and b share a byte.
+bool overlaps(const_tensor_view a, const_tensor_view b) noexcept {
   if (a.bytes() == 0 || b.bytes() == 0) return false;
   const auto a0 = reinterpret_cast<std::uintptr_t>(a.data);
   const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
-  const bool disjoint = a0 + a.bytes() <= b0 || b0 + b.bytes() <= a0;
-  const bool identical = a0 == b0 && a.bytes() == b.bytes();
-  return !disjoint && !identical;
+  return a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
+}
+
+bool partially_overlaps(const_tensor_view a, const_tensor_view b) noexcept {
+  const bool identical = a.data == b.data && a.bytes() == b.bytes();
+  return overlaps(a, b) && !identical;
 }
 
 }  // namespace
@@ -66,9 +70,7 @@ error_code check_mix_rows(std::uint32_t rows, std::size_t width, const_tensor_vi
   if (auto ec = check_same_shape(x, out)) return ec;
   if (x.type != dtype::f32) return errc::dtype_mismatch;
   if (width == 0 || x.numel / width != rows || x.numel % width != 0) return errc::size_mismatch;
-  const auto x0 = reinterpret_cast<std::uintptr_t>(x.data);
-  const auto out0 = reinterpret_cast<std::uintptr_t>(out.data);
-  if (x0 + x.bytes() > out0 && out0 + out.bytes() > x0) return errc::overlapping_operands;
+  if (overlaps(x, out)) return errc::overlapping_operands;
   return {};
 }
 

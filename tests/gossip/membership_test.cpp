@@ -499,13 +499,13 @@ TEST_CASE("member_table: rows, key order, alive and live ranks agree with a sort
       CHECK(iterated == model.size());
       REQUIRE(table.alive() == alive_by_key.size());
       for (std::size_t r = 0; r < alive_by_key.size(); ++r) {
-        CHECK(table.id(table.nth_alive(r)) == alive_by_key[r]);
-        CHECK(table.alive_before(table.slot_of(alive_by_key[r])) == r);
+        CHECK(table.id(table.nth(r, false)) == alive_by_key[r]);
+        CHECK(table.rank_before(table.slot_of(alive_by_key[r]), false) == r);
       }
       REQUIRE(table.live() == live_by_key.size());
       for (std::size_t r = 0; r < live_by_key.size(); ++r) {
-        CHECK(table.id(table.nth_live(r)) == live_by_key[r]);
-        CHECK(table.live_before(table.slot_of(live_by_key[r])) == r);
+        CHECK(table.id(table.nth(r, true)) == live_by_key[r]);
+        CHECK(table.rank_before(table.slot_of(live_by_key[r]), true) == r);
       }
     }
   }

@@ -29,12 +29,7 @@ TEST_CASE("batched sync rounds contract at the SLEM rate on 64-node graphs") {
   for (const auto& c : cases) {
     INFO("seed ", c.seed, " topology ", to_string(c.kind));
     rng random(c.seed);
-    topology_spec spec;
-    spec.kind = c.kind;
-    spec.nodes = 64;
-    auto g = make_topology(spec, random);
-    REQUIRE(g.has_value());
-    const mixing_matrix w = metropolis_hastings(*g);
+    const mixing_matrix w = test::mixing_of(c.kind, 64, random);
     const double predicted = mixing_spectrum(w).slem;
     const std::size_t params = 8;
     batched_sync b = test::batched_on_cpu(w, params);
@@ -73,12 +68,7 @@ TEST_CASE("batched sync rounds contract at the SLEM rate on 64-node graphs") {
 
 TEST_CASE("batched mode gives the same bits for any block size") {
   rng random(21);
-  topology_spec spec;
-  spec.kind = topology_kind::random_regular;
-  spec.nodes = 100;
-  auto g = make_topology(spec, random);
-  REQUIRE(g.has_value());
-  const mixing_matrix w = metropolis_hastings(*g);
+  const mixing_matrix w = test::mixing_of(topology_kind::random_regular, 100, random);
   const std::size_t params = 70;  // not a multiple of any block
   // 8: shorter than a register chunk; 16 and 64: whole chunks, stored past the caches where the
   // CPU allows; 0: the block picked from the rows' spans.
@@ -122,12 +112,7 @@ TEST_CASE("batched rounds on a CUDA device give the CPU's bits") {
   for (auto kind : {topology_kind::torus, topology_kind::random_regular}) {
     CAPTURE(to_string(kind));
     rng random(8);
-    topology_spec spec;
-    spec.kind = kind;
-    spec.nodes = 1000;
-    auto g = make_topology(spec, random);
-    REQUIRE(g.has_value());
-    const mixing_matrix w = metropolis_hastings(*g);
+    const mixing_matrix w = test::mixing_of(kind, 1000, random);
     const std::size_t params = 300;  // a whole GPU tile and a part of one
     batched_sync cpu = test::batched_on_cpu(w, params);
     batched_sync gpu = batched_sync::create(*cuda.chosen, w, params).value();
@@ -163,20 +148,13 @@ TEST_CASE("batched rounds on a CUDA device give the CPU's bits") {
 
 TEST_CASE("the block follows how far apart the rows a row reads lie") {
   rng random(5);
-  topology_spec spec;
-  spec.kind = topology_kind::torus;
-  spec.nodes = 10000;
-  auto torus = make_topology(spec, random);
-  REQUIRE(torus.has_value());
   // A torus row reads rows within about 2 sqrt(n) of itself: those stay in cache at any block.
-  CHECK(test::batched_on_cpu(metropolis_hastings(*torus), 1000).block() == 128);
-  spec.kind = topology_kind::random_regular;
-  spec.nodes = 100000;
-  auto scattered = make_topology(spec, random);
-  REQUIRE(scattered.has_value());
+  const mixing_matrix torus = test::mixing_of(topology_kind::torus, 10000, random);
+  CHECK(test::batched_on_cpu(torus, 1000).block() == 128);
   // Random neighbours read all over a block, so the block is kept as small as it goes (16 values
   // per node, 6.4 MB at 10^5 nodes) for as much of it as possible to stay in cache.
-  CHECK(test::batched_on_cpu(metropolis_hastings(*scattered), 256).block() == 16);
+  const mixing_matrix scattered = test::mixing_of(topology_kind::random_regular, 100000, random);
+  CHECK(test::batched_on_cpu(scattered, 256).block() == 16);
 }
 
 }  // namespace

@@ -7,14 +7,19 @@
 namespace mws::sim {
 namespace {
 
-TEST_CASE("membership study: 64 nodes detect a crash, spread a join and a leave, no false deaths") {
+// A study at 10% loss after a 20 s settle.
+membership_study_config lossy(node_id nodes, sim_time_us phase_us, std::uint64_t seed) {
   membership_study_config c;
-  c.nodes = 64;
+  c.nodes = nodes;
   c.loss_p = 0.10;
   c.settle_us = 20'000'000;
-  c.phase_us = 60'000'000;
-  c.seed = 3;
-  const auto r = run_membership_study(c);
+  c.phase_us = phase_us;
+  c.seed = seed;
+  return c;
+}
+
+TEST_CASE("membership study: 64 nodes detect a crash, spread a join and a leave, no false deaths") {
+  const auto r = run_membership_study(lossy(64, 60'000'000, 3));
   INFO("seed 3: join " << r.join_spread_s << " s, leave " << r.leave_spread_s
                        << " s, first suspicion " << r.first_suspicion_s << " s, failure "
                        << r.failure_spread_s << " s");
@@ -38,13 +43,7 @@ TEST_CASE("membership study: 64 nodes detect a crash, spread a join and a leave,
 // while suspected, and a suspicion at a newer incarnation kept the older suspicion's timer, so
 // the death it ended in was at the member's current incarnation and spread everywhere.
 TEST_CASE("membership study: 200 nodes at 10% loss refute their suspicions, no false deaths") {
-  membership_study_config c;
-  c.nodes = 200;
-  c.loss_p = 0.10;
-  c.settle_us = 20'000'000;
-  c.phase_us = 40'000'000;
-  c.seed = 4;
-  const auto r = run_membership_study(c);
+  const auto r = run_membership_study(lossy(200, 40'000'000, 4));
   INFO("seed 4: " << r.false_failures << " false failures, " << r.suspicions
                   << " suspicion events, " << r.simulated_s << " s simulated");
   CHECK(r.suspicions > 10'000);  // the loss did bite: about 1.5 suspicions a second
