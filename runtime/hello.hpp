@@ -21,7 +21,7 @@
 
 namespace mws::runtime {
 
-inline constexpr std::uint16_t hello_version = 1;
+inline constexpr std::uint16_t hello_version = 2;  // 2: large messages offered, sent in pieces
 inline constexpr std::size_t hello_address_bytes_max = 256;
 inline constexpr std::size_t hello_tensors_max = 4096;
 inline constexpr std::size_t hello_name_bytes_max = 256;

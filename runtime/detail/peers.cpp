@@ -22,18 +22,24 @@ using transport::public_key;
 
 struct link {
   explicit link(asio::any_io_executor ex, transport::connection c)
-      : conn(std::move(c)),
-        wake(ex, asio::steady_timer::time_point::max()),
-        budget_wake(ex, asio::steady_timer::time_point::max()) {}
+      : conn(std::move(c)), wake(ex, asio::steady_timer::time_point::max()) {}
   transport::connection conn;
-  std::deque<outgoing> outbox;
-  asio::steady_timer wake;         // cancelled when the outbox gains a message or the link closes
-  asio::steady_timer budget_wake;  // cancelled when a large-message slot frees up
+  asio::steady_timer wake;  // cancelled when the writer has something new to do or must stop
   std::optional<public_key> key;
   std::string dial_address;  // the address it was dialled at ("" when accepted)
   std::uint64_t messages_read = 0;
   bool ready = false;
   bool closed = false;
+  // Sending: small messages go whole and first; large ones are offered one at a time.
+  std::deque<outgoing> small;
+  std::deque<outgoing> large;
+  enum class offer_state { none, offered, granted } sending = offer_state::none;
+  std::size_t large_sent = 0;  // bytes of large.front() sent in pieces
+  // Receiving: the peer's offer waiting for a slot, or the granted message being assembled.
+  std::size_t offered = 0;  // the length offered (0: no offer waiting)
+  std::shared_ptr<message_buffer> assembling;
+  std::size_t assembled = 0;
+  std::uint64_t large_read = 0;  // large messages completed
 };
 
 std::string hex(const public_key& k) {
@@ -81,7 +87,8 @@ struct peers::state : std::enable_shared_from_this<state> {
   std::vector<std::shared_ptr<link>> links;
   peers_stats stats;
   bool closing = false;
-  std::size_t large_in_use = 0;  // large messages being received or being handled
+  std::size_t large_in_use = 0;              // slots granted or being handled
+  std::deque<std::shared_ptr<link>> offers;  // links whose offer waits for a slot
 
   // Releases a large-message slot when the buffer that held it dies.
   struct large_slot {
@@ -91,76 +98,76 @@ struct peers::state : std::enable_shared_from_this<state> {
     std::shared_ptr<state> st;
     ~large_slot() {
       --st->large_in_use;
-      for (const auto& l : st->links)
-        l->budget_wake.cancel();
+      st->grant_offers();
     }
   };
 
-  // Ends the link when it has read no more than `read` messages after `after`: a peer that
-  // sends no hello, or takes the large-message slot and stalls, is cut off, not waited for.
+  // Ends the link when it has read no more than `read` messages after `after` (or `large`
+  // counts completed large messages): a peer that sends no hello, or takes a grant and stalls,
+  // is cut off, not waited for.
   static awaitable<void> deadline(std::shared_ptr<state> st, std::shared_ptr<link> l,
-                                  std::chrono::milliseconds after, std::uint64_t read,
+                                  std::chrono::milliseconds after, std::uint64_t read, bool large,
                                   const char* what) {
     asio::steady_timer t(st->ex, after);
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (l->closed || l->messages_read > read) co_return;
+    if (l->closed || (large ? l->large_read : l->messages_read) > read) co_return;
     st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
                std::string(what) + " within " + std::to_string(after.count()) + " ms");
     st->end(*l);
   }
 
-  // Waits for a large-message slot; false when the link closed meanwhile.
-  static awaitable<bool> take_large_slot(std::shared_ptr<state> st, std::shared_ptr<link> l) {
-    while (st->large_in_use >= st->cfg.large_messages_max && !l->closed && !st->closing) {
-      l->budget_wake.expires_at(asio::steady_timer::time_point::max());
-      co_await l->budget_wake.async_wait(asio::as_tuple(asio::use_awaitable));
-    }
-    if (l->closed || st->closing) co_return false;
-    ++st->large_in_use;
-    co_return true;
-  }
-
-  // Reads one whole message of at most `bytes_max` into a buffer of exactly its size. A large
-  // one first waits for a slot (config.large_messages_max), so a node assembles only so many
-  // model-sized buffers at once; the transport's window holds the senders back meanwhile.
-  static awaitable<boost::system::result<incoming>> read_message(std::shared_ptr<state> st,
-                                                                 std::shared_ptr<link> l,
-                                                                 std::size_t bytes_max) {
-    auto& c = l->conn;
-    std::array<std::uint8_t, channel_prefix_bytes> prefix{};
+  // Reads into `into` the rest of a transport message whose prefix was read (`ended`: the
+  // prefix ended it): exactly into.size() bytes, then its end.
+  static awaitable<boost::system::error_code> read_rest(link& l, std::span<std::uint8_t> into,
+                                                        bool ended) {
     std::size_t have = 0;
-    while (have < prefix.size()) {
-      auto r = co_await c.receive(asio::buffer(prefix.data() + have, prefix.size() - have));
+    while (have < into.size()) {
+      if (ended) co_return transport::errc::frame_truncated;
+      auto r = co_await l.conn.receive(asio::buffer(into.data() + have, into.size() - have));
       if (!r) co_return r.error();
       have += r->bytes;
-      if (r->end_of_message && have < prefix.size()) co_return transport::errc::frame_truncated;
+      ended = r->end_of_message;
     }
-    const auto total = get_length(prefix.data());
+    if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
+    co_return boost::system::error_code{};
+  }
+
+  struct prefix {
+    std::array<std::uint8_t, channel_prefix_bytes> bytes{};
+    bool ended = false;
+    channel ch() const noexcept { return static_cast<channel>(bytes[0]); }
+    std::size_t length() const noexcept { return get_length(bytes.data()); }
+  };
+
+  static awaitable<boost::system::result<prefix>> read_prefix(link& l) {
+    prefix p;
+    std::size_t have = 0;
+    while (have < p.bytes.size()) {
+      auto r = co_await l.conn.receive(asio::buffer(p.bytes.data() + have, p.bytes.size() - have));
+      if (!r) co_return r.error();
+      have += r->bytes;
+      p.ended = r->end_of_message;
+      if (p.ended && have < p.bytes.size()) co_return transport::errc::frame_truncated;
+    }
+    co_return p;
+  }
+
+  // Reads the body of a whole message of at most `bytes_max` into a buffer of exactly its size.
+  static awaitable<boost::system::result<incoming>> read_whole(link& l, const prefix& p,
+                                                               std::size_t bytes_max) {
+    const auto total = p.length();
     if (total < channel_prefix_bytes || total > bytes_max) {
       co_return transport::errc::frame_too_large;
     }
     auto buf = std::make_shared<message_buffer>();
-    if (total > st->cfg.large_message_bytes) {
-      if (!co_await take_large_slot(st, l)) co_return transport::errc::closed_by_peer;
-      buf->slot = std::make_shared<large_slot>(st);
-      asio::co_spawn(st->ex,
-                     deadline(st, l, st->cfg.large_message_timeout, l->messages_read,
-                              "a large message not completed"),
-                     rethrow_failure);
-    }
     buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(total);
     buf->size = total;
-    std::memcpy(buf->data.get(), prefix.data(), prefix.size());
-    bool ended = total == have;
-    while (have < total) {
-      auto r = co_await c.receive(asio::buffer(buf->data.get() + have, total - have));
-      if (!r) co_return r.error();
-      have += r->bytes;
-      ended = r->end_of_message;
-      if (ended && have < total) co_return transport::errc::frame_truncated;
+    std::memcpy(buf->data.get(), p.bytes.data(), p.bytes.size());
+    if (auto ec = co_await read_rest(
+            l, {buf->data.get() + channel_prefix_bytes, total - channel_prefix_bytes}, p.ended)) {
+      co_return ec;
     }
-    if (!ended) co_return transport::errc::frame_too_large;  // longer than its length field
-    ++l->messages_read;
+    ++l.messages_read;
     co_return incoming(std::move(buf));
   }
 
@@ -177,13 +184,49 @@ struct peers::state : std::enable_shared_from_this<state> {
   }
 
   void enqueue(link& l, outgoing msg) {
-    if (l.closed || l.outbox.size() >= cfg.outbox_max) {
+    if (l.closed || l.small.size() + l.large.size() >= cfg.outbox_max) {
       ++stats.dropped;
       return;
     }
-    put_length(msg.head, msg.head.size() + asio::buffer_size(msg.tail));
-    l.outbox.push_back(std::move(msg));
+    const auto total = msg.head.size() + asio::buffer_size(msg.tail);
+    put_length(msg.head, total);
+    (total > cfg.large_message_bytes ? l.large : l.small).push_back(std::move(msg));
     l.wake.cancel();
+  }
+
+  // A message of the framing itself: `ch` with an optional 8-byte body.
+  static outgoing control(channel ch, std::optional<std::uint64_t> value = {}) {
+    outgoing m;
+    m.head = channel_prefix(ch);
+    if (value) {
+      for (int i = 0; i < 8; ++i)
+        m.head.push_back(static_cast<std::uint8_t>(*value >> (8 * i)));
+    }
+    put_length(m.head, m.head.size());
+    return m;
+  }
+
+  // Grants waiting offers while slots are free, oldest first.
+  void grant_offers() {
+    while (!closing && large_in_use < cfg.large_messages_max && !offers.empty()) {
+      auto l = std::move(offers.front());
+      offers.pop_front();
+      if (l->closed) continue;
+      ++large_in_use;
+      auto buf = std::make_shared<message_buffer>();
+      buf->slot = std::make_shared<large_slot>(shared_from_this());
+      buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(l->offered);
+      buf->size = l->offered;
+      l->assembling = std::move(buf);
+      l->assembled = 0;
+      l->offered = 0;
+      l->small.push_front(control(channel::grant));  // never dropped: the sender waits for it
+      l->wake.cancel();
+      asio::co_spawn(ex,
+                     deadline(shared_from_this(), l, cfg.large_message_timeout, l->large_read, true,
+                              "a large message not completed"),
+                     rethrow_failure);
+    }
   }
 
   void start(std::shared_ptr<link> l) {
@@ -191,48 +234,187 @@ struct peers::state : std::enable_shared_from_this<state> {
     auto self_ptr = shared_from_this();
     asio::co_spawn(ex, write_loop(self_ptr, l), rethrow_failure);
     asio::co_spawn(ex, read_loop(self_ptr, l), rethrow_failure);
-    asio::co_spawn(ex, deadline(self_ptr, l, cfg.connection.handshake_timeout, 0, "no hello"),
+    asio::co_spawn(ex,
+                   deadline(self_ptr, l, cfg.connection.handshake_timeout, 0, false, "no hello"),
                    rethrow_failure);
+  }
+
+  // The parts of `m` (head, then tail) from byte `from`, at most `n` bytes.
+  static std::vector<asio::const_buffer> slice(const outgoing& m, std::size_t from, std::size_t n) {
+    std::vector<asio::const_buffer> out;
+    auto take = [&](asio::const_buffer b) {
+      if (from >= b.size()) {
+        from -= b.size();
+        return;
+      }
+      b += from;
+      from = 0;
+      const auto k = std::min(n, b.size());
+      if (k != 0) out.emplace_back(b.data(), k);
+      n -= k;
+    };
+    take(asio::buffer(m.head));
+    for (const auto& t : m.tail)
+      take(t);
+    return out;
+  }
+
+  // What the writer sends next, or nothing while it must wait: small messages first, then the
+  // offer of the next large message, or its next piece once granted. `last` is set when it is
+  // a protocol message's last bytes.
+  static std::optional<outgoing> next_to_send(link& l, std::size_t piece_bytes, bool& last) {
+    using enum link::offer_state;
+    last = false;
+    if (!l.small.empty()) {
+      auto m = std::move(l.small.front());
+      l.small.pop_front();
+      const auto ch = static_cast<channel>(m.head[0]);
+      last = ch == channel::membership || ch == channel::averaging;
+      return m;
+    }
+    if (l.large.empty() || l.sending == offered) return std::nullopt;
+    const auto& big = l.large.front();
+    const auto total = big.head.size() + asio::buffer_size(big.tail);
+    if (l.sending == none) {
+      l.sending = offered;
+      return control(channel::offer, total);
+    }
+    const auto n = std::min(piece_bytes, total - l.large_sent);
+    outgoing piece = control(channel::piece);
+    put_length(piece.head, channel_prefix_bytes + n);
+    piece.tail = slice(big, l.large_sent, n);
+    piece.keep = big.keep;
+    l.large_sent += n;
+    if (l.large_sent == total) {
+      piece.keep = std::make_shared<outgoing>(std::move(l.large.front()));
+      l.large.pop_front();
+      l.large_sent = 0;
+      l.sending = none;
+      last = true;
+    }
+    return piece;
   }
 
   static awaitable<void> write_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
     const asio::const_buffer hello_part(st->hello_bytes.data(), st->hello_bytes.size());
     if (auto ec = co_await l->conn.send({&hello_part, 1})) co_return st->end(*l);
     for (;;) {
-      while (l->outbox.empty() && !l->closed) {
+      std::optional<outgoing> m;
+      bool last = false;
+      while (!l->closed && !(m = next_to_send(*l, st->cfg.piece_bytes, last))) {
         l->wake.expires_at(asio::steady_timer::time_point::max());
         co_await l->wake.async_wait(asio::as_tuple(asio::use_awaitable));
       }
       if (l->closed) co_return;
-      outgoing m = std::move(l->outbox.front());
-      l->outbox.pop_front();
       std::vector<asio::const_buffer> parts;
-      parts.reserve(1 + m.tail.size());
-      parts.emplace_back(m.head.data(), m.head.size());
-      parts.insert(parts.end(), m.tail.begin(), m.tail.end());
+      parts.reserve(1 + m->tail.size());
+      parts.emplace_back(m->head.data(), m->head.size());
+      parts.insert(parts.end(), m->tail.begin(), m->tail.end());
       if (auto ec = co_await l->conn.send(parts)) co_return st->end(*l);
-      ++st->stats.messages_sent;
+      if (last) ++st->stats.messages_sent;
       st->stats.bytes_sent += asio::buffer_size(parts);
     }
   }
 
+  // Ends the link for breaking the framing; false, for the reader to return.
+  bool broken(link& l, const std::string& why) {
+    refuse(hex(*l.key), "bad_framing", why);
+    end(l);
+    return false;
+  }
+
+  // Handles one offer, grant or piece; false when the link ended.
+  awaitable<bool> on_framing(std::shared_ptr<link> l, const prefix& p) {
+    const auto length = p.length();
+    if (p.ch() == channel::grant) {
+      if (length != channel_prefix_bytes || !p.ended) co_return broken(*l, "a malformed grant");
+      if (l->sending != link::offer_state::offered) co_return broken(*l, "a grant with no offer");
+      l->sending = link::offer_state::granted;
+      l->wake.cancel();
+      co_return true;
+    }
+    if (p.ch() == channel::offer) {
+      std::array<std::uint8_t, 8> v{};
+      if (length != channel_prefix_bytes + v.size()) co_return broken(*l, "a malformed offer");
+      if (auto ec = co_await read_rest(*l, v, p.ended)) {
+        end(*l);
+        co_return false;
+      }
+      std::uint64_t offered = 0;
+      for (std::size_t i = v.size(); i-- > 0;)
+        offered = offered << 8 | v[i];
+      if (l->offered != 0 || l->assembling) {
+        co_return broken(*l, "a second large message offered before the first arrived");
+      }
+      if (offered <= cfg.large_message_bytes || offered > cfg.message_bytes_max) {
+        co_return broken(*l, "an offer of " + std::to_string(offered) +
+                                 " bytes, outside the sizes offered (" +
+                                 std::to_string(cfg.large_message_bytes + 1) + " to " +
+                                 std::to_string(cfg.message_bytes_max) + ")");
+      }
+      l->offered = static_cast<std::size_t>(offered);
+      offers.push_back(l);
+      grant_offers();
+      co_return true;
+    }
+    // A piece.
+    auto& buf = l->assembling;
+    const auto n = length - std::min(length, channel_prefix_bytes);
+    if (!buf) co_return broken(*l, "a piece of a large message that was not granted");
+    if (n == 0 || n > buf->size - l->assembled) {
+      co_return broken(*l, "a piece of " + std::to_string(n) + " bytes where " +
+                               std::to_string(buf->size - l->assembled) + " remain");
+    }
+    if (auto ec = co_await read_rest(*l, {buf->data.get() + l->assembled, n}, p.ended)) {
+      end(*l);
+      co_return false;
+    }
+    l->assembled += n;
+    if (l->assembled < buf->size) co_return true;
+    const auto ch = static_cast<channel>(buf->data[0]);
+    if ((ch != channel::membership && ch != channel::averaging) ||
+        get_length(buf->data.get()) != buf->size) {
+      co_return broken(*l,
+                       "a large message whose prefix is not a membership or averaging one "
+                       "of its length");
+    }
+    ++l->large_read;
+    deliver(*l, ch, incoming(std::move(buf)));
+    co_return !l->closed;
+  }
+
+  void deliver(link& l, channel ch, incoming msg) {
+    ++stats.messages_received;
+    stats.bytes_received += msg->size;
+    if (closing) return end(l);
+    ev.on_message(*l.key, ch, std::move(msg));
+  }
+
   static awaitable<void> read_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
-    auto first = co_await read_message(st, l, channel_prefix_bytes + hello_bytes_max);
+    auto hello_prefix = co_await read_prefix(*l);
+    if (!hello_prefix) co_return st->end(*l);
+    auto first = co_await read_whole(*l, *hello_prefix, channel_prefix_bytes + hello_bytes_max);
     if (!first || !st->accept_hello(*l, (*first)->bytes())) co_return st->end(*l);
     for (;;) {
-      auto msg = co_await read_message(st, l, st->cfg.message_bytes_max);
-      if (!msg) co_return st->end(*l);
-      const auto bytes = (*msg)->bytes();
-      const auto ch = static_cast<channel>(bytes.size() >= channel_prefix_bytes ? bytes[0] : 0);
-      if (bytes.size() < channel_prefix_bytes ||
-          (ch != channel::membership && ch != channel::averaging)) {
+      auto p = co_await read_prefix(*l);
+      if (!p) co_return st->end(*l);
+      const auto ch = p->ch();
+      if (ch == channel::offer || ch == channel::grant || ch == channel::piece) {
+        if (!co_await st->on_framing(l, *p)) co_return;
+        continue;
+      }
+      if (ch != channel::membership && ch != channel::averaging) {
         st->refuse(hex(*l->key), "bad_channel", "a message with an unknown channel prefix");
         co_return st->end(*l);
       }
-      ++st->stats.messages_received;
-      st->stats.bytes_received += bytes.size();
-      if (st->closing) co_return st->end(*l);
-      st->ev.on_message(*l->key, ch, std::move(*msg));
+      if (p->length() > st->cfg.large_message_bytes) {
+        st->broken(*l, "a large message sent whole, without an offer");
+        co_return;
+      }
+      auto msg = co_await read_whole(*l, *p, st->cfg.large_message_bytes);
+      if (!msg) co_return st->end(*l);
+      st->deliver(*l, ch, std::move(*msg));
+      if (l->closed) co_return;
     }
   }
 
@@ -288,7 +470,8 @@ struct peers::state : std::enable_shared_from_this<state> {
     if (l.closed) return;
     l.closed = true;
     l.wake.cancel();
-    l.budget_wake.cancel();
+    std::erase_if(offers, [&](const auto& p) { return p.get() == &l; });
+    l.assembling.reset();  // frees its slot for the next offer
     if (!l.ready && !l.dial_address.empty()) drop_pending(l.dial_address);
     if (l.ready) {
       for (auto [it, e] = ready.equal_range(*l.key); it != e; ++it) {

@@ -4,11 +4,25 @@
 //
 // Every connection starts with the hello exchange (runtime/hello.hpp): each side sends its hello
 // first, and a peer whose hello is malformed, whose manifest differs, or who is this node itself
-// is refused (reported to on_refused) before any of its messages reach the protocol. Every
-// message carries an 8-byte prefix: the channel byte, then the whole message's length (prefix
-// included) as a 56-bit little-endian integer, so the receiver allocates the exact buffer once
-// (no growth, no zero-fill) and tensor bytes stay 8-aligned. Messages go to on_message whole, in
-// a buffer the handler may keep.
+// is refused (reported to on_refused) before any of its messages reach the protocol.
+//
+// Framing on a connection, one transport message each, all starting with an 8-byte prefix: the
+// channel byte, then that transport message's length (prefix included) as a 56-bit
+// little-endian integer.
+// - membership / averaging: a whole message of at most large_message_bytes.
+// - offer (8-byte body: a length L): the sender has a large message of L bytes to send.
+// - grant (no body): the receiver has allocated a buffer of exactly L bytes for it.
+// - piece (body: the next bytes of the granted large message): after the grant, the large
+//   message goes in pieces of at most piece_bytes, and the sender sends any small message it has
+//   between two pieces. The large message's own bytes start with a membership or averaging
+//   prefix whose length field is L.
+// So membership messages never wait behind a model-sized message (at most one piece and the
+// transport's window), and a receiver admits large messages one slot at a time without
+// stopping to read its links: a sender waits for its grant, not in the receiver's window.
+// Large messages go to on_message whole, in a buffer the handler may keep; tensor bytes stay
+// 8-aligned. Anything else (an unknown channel, a piece or grant out of turn, a second offer
+// before the first large message arrived, a size outside the limits) ends the link, reported
+// to on_refused with reason bad_channel or bad_framing.
 //
 // Bounds: a message is at most config.message_bytes_max; an outbox holds at most outbox_max
 // messages and the queue of a dial in progress pending_max; what does not fit is dropped and
@@ -35,7 +49,14 @@
 
 namespace mws::runtime::detail {
 
-enum class channel : std::uint8_t { hello = 0, membership = 1, averaging = 2 };
+enum class channel : std::uint8_t {
+  hello = 0,
+  membership = 1,
+  averaging = 2,
+  offer = 3,
+  grant = 4,
+  piece = 5,
+};
 inline constexpr std::size_t channel_prefix_bytes = 8;
 
 // One message to send: `head` (starting with the channel prefix, whose length field send()
@@ -69,15 +90,17 @@ struct peers_config {
   transport::connection_config connection;
   hello own;                          // sent first on every connection
   std::size_t message_bytes_max = 0;  // largest message accepted after the hello
-  std::size_t outbox_max = 64;        // messages queued per connection
+  std::size_t outbox_max = 64;        // messages queued per connection, small and large
   std::size_t pending_max = 64;       // messages queued per dial in progress
   std::size_t dials_max = 64;         // dials in progress
-  // Messages over large_message_bytes (model shares) are received at most large_messages_max
-  // at a time, counting those being handled: keep no message_buffer beyond the call, or
-  // receiving stalls (keep its `data` instead, bounding what is kept by other means).
+  // Messages over large_message_bytes (model shares) are offered and granted (see above), at
+  // most large_messages_max at a time, counting those being handled: keep no message_buffer
+  // beyond the call, or granting stalls (keep its `data` instead, bounding what is kept by
+  // other means).
   std::size_t large_message_bytes = std::size_t{1} << 20;
   std::size_t large_messages_max = 1;
-  // A large message must arrive whole this soon after it took its slot, or the link is cut.
+  std::size_t piece_bytes = std::size_t{1} << 20;  // the most of a large message per piece
+  // A large message must arrive whole this soon after its grant, or the link is cut.
   std::chrono::milliseconds large_message_timeout{120'000};
 };
 

@@ -1,0 +1,252 @@
+// The node's connections over real TCP on loopback: large messages are offered, granted and sent
+// in pieces, small ones pass them, and every break of the framing ends the link with a reason.
+#include "runtime/detail/peers.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <numeric>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "transport/listener.hpp"
+
+namespace mws::runtime::detail {
+namespace {
+
+namespace asio = boost::asio;
+using bytes = std::vector<std::uint8_t>;
+
+constexpr std::size_t large_bytes = 4096;  // larger messages are offered
+constexpr std::size_t piece = 1500;
+constexpr std::size_t message_max = 1 << 20;
+
+// Runs the loop until `done` holds or 30 s pass (a bound against hangs, not a speed check).
+bool run_until(asio::io_context& io, const std::function<bool()>& done) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    io.run_for(std::chrono::milliseconds(10));
+    if (io.stopped()) io.restart();
+  }
+  return true;
+}
+
+hello hello_for(std::uint16_t port) {
+  hello h;
+  h.address = "127.0.0.1:" + std::to_string(port);
+  h.boot = port;
+  h.tensors.tensors = {{"w", gpu::dtype::f32, {16}}};
+  return h;
+}
+
+// A channel prefix and `n` body bytes (k, k+1, ...), length field filled in.
+bytes message_of(channel ch, std::size_t n, std::uint8_t k = 0) {
+  bytes m = channel_prefix(ch);
+  for (std::size_t i = 0; i < n; ++i)
+    m.push_back(static_cast<std::uint8_t>(k + i));
+  const auto total = m.size();
+  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
+    m[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
+  return m;
+}
+
+// A node's peers: listening on loopback, recording what arrives and what it refuses.
+struct endpoint {
+  explicit endpoint(asio::io_context& io, std::chrono::milliseconds large_timeout = {}) {
+    auto opened = transport::listener::open(io.get_executor(),
+                                            {asio::ip::make_address("127.0.0.1"), 0}, id, {});
+    REQUIRE(opened);
+    listener = std::move(*opened);
+    peers_config cfg;
+    cfg.own = hello_for(port());
+    cfg.message_bytes_max = message_max;
+    cfg.large_message_bytes = large_bytes;
+    cfg.piece_bytes = piece;
+    if (large_timeout.count() != 0) cfg.large_message_timeout = large_timeout;
+    p = std::make_unique<peers>(
+        io.get_executor(), id, cfg,
+        peer_events{[](auto&&...) {},
+                    [this](const transport::public_key&, channel ch, incoming m) {
+                      got.emplace_back(ch, bytes(m->bytes().begin(), m->bytes().end()));
+                      if (hold) held.push_back(std::move(m));
+                    },
+                    [this](const std::string&, const std::string& reason, const std::string&) {
+                      refused.push_back(reason);
+                    }});
+    asio::co_spawn(io,
+                   listener->run([this](transport::connection c) { p->adopt(std::move(c)); },
+                                 [](const std::string&, boost::system::error_code) {}),
+                   asio::detached);
+  }
+  ~endpoint() {
+    p->close_all();
+    listener->stop();
+  }
+  std::uint16_t port() const { return listener->local_endpoint().port(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+
+  void send(const endpoint& to, const bytes& m) {
+    auto kept = std::make_shared<bytes>(m.begin() + channel_prefix_bytes, m.end());
+    outgoing out{channel_prefix(static_cast<channel>(m[0])), {asio::buffer(*kept)}, kept};
+    p->send(to.id.public_key_bytes(), to.address(), std::move(out));
+  }
+
+  transport::identity id = transport::identity::generate();
+  std::unique_ptr<transport::listener> listener;
+  std::unique_ptr<peers> p;
+  std::vector<std::pair<channel, bytes>> got;
+  bool hold = false;           // keep every message's buffer (and its large slot)
+  std::vector<incoming> held;  // ... here
+  std::vector<std::string> refused;
+};
+
+TEST_CASE("a large message is offered, granted and arrives whole in pieces") {
+  asio::io_context io;
+  endpoint a(io), b(io);
+  const auto big = message_of(channel::averaging, 10 * piece + 123, 7);
+  const auto small = message_of(channel::membership, 100, 1);
+  a.send(b, big);
+  a.send(b, small);
+  REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
+  CHECK(b.got[0] == std::pair{channel::membership, small});  // small messages go first
+  CHECK(b.got[1] == std::pair{channel::averaging, big});
+  CHECK(b.refused.empty());
+  CHECK(a.p->stats().messages_sent == 2);
+  CHECK(b.p->stats().messages_received == 2);
+  CHECK(b.p->stats().bytes_received == big.size() + small.size());
+}
+
+TEST_CASE("membership messages pass a large message that waits for its slot") {
+  asio::io_context io;
+  endpoint a(io), b(io);
+  b.hold = true;  // the first large message keeps the only slot
+  const auto first = message_of(channel::averaging, 3 * large_bytes, 1);
+  a.send(b, first);
+  REQUIRE(run_until(io, [&] { return b.got.size() == 1; }));
+  const auto second = message_of(channel::averaging, 3 * large_bytes, 2);
+  const auto ping = message_of(channel::membership, 40, 3);
+  a.send(b, second);
+  a.send(b, ping);
+  REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
+  CHECK(b.got[1] == std::pair{channel::membership, ping});
+  // Nothing more arrives while the slot is held: the second is offered, not granted.
+  io.run_for(std::chrono::milliseconds(100));
+  CHECK(b.got.size() == 2);
+  b.hold = false;
+  b.held.clear();  // frees the slot: the waiting offer is granted
+  REQUIRE(run_until(io, [&] { return b.got.size() == 3; }));
+  CHECK(b.got[2] == std::pair{channel::averaging, second});
+  CHECK(b.refused.empty());
+}
+
+// A transport message with channel `ch` and the given body (length field filled in).
+bytes framed(channel ch, const bytes& body) {
+  bytes m = channel_prefix(ch);
+  m.insert(m.end(), body.begin(), body.end());
+  const auto total = m.size();
+  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
+    m[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
+  return m;
+}
+
+bytes le64(std::uint64_t v) {
+  bytes b(8);
+  for (std::size_t i = 0; i < 8; ++i)
+    b[i] = static_cast<std::uint8_t>(v >> (8 * i));
+  return b;
+}
+
+// Connects to `to` as a raw transport peer, sends a valid hello and then `messages`, and keeps
+// the connection in `keep` (the test's loop ends before it closes).
+void speak_raw(asio::io_context& io, const endpoint& to, std::vector<bytes> messages,
+               std::shared_ptr<transport::connection>& keep) {
+  messages.insert(messages.begin(), framed(channel::hello, encode_hello(hello_for(1))));
+  asio::co_spawn(
+      io,
+      [&to, &keep, messages = std::move(messages)]() -> asio::awaitable<void> {
+        const auto self = transport::identity::generate();
+        auto c =
+            co_await transport::dial({asio::ip::make_address("127.0.0.1"), to.port()}, self, {});
+        if (!c) co_return;
+        keep = std::make_shared<transport::connection>(std::move(*c));
+        for (const auto& m : messages) {
+          const asio::const_buffer part(m.data(), m.size());
+          if (co_await keep->send({&part, 1})) co_return;
+        }
+      },
+      asio::detached);
+}
+
+struct bad_case {
+  const char* what;
+  std::vector<bytes> messages;
+  const char* reason;
+};
+
+TEST_CASE(
+    "a peer that breaks the framing is cut off with the reason, and nothing reaches the node") {
+  const std::size_t offered = 2 * large_bytes;
+  const auto big = message_of(channel::averaging, offered - channel_prefix_bytes);
+  const bytes first_piece(big.begin(), big.begin() + piece);
+  auto bad_prefix = big;
+  bad_prefix[0] = static_cast<std::uint8_t>(channel::hello);
+  const bad_case cases[] = {
+      {"a piece with no grant", {framed(channel::piece, first_piece)}, "bad_framing"},
+      {"a grant with no offer", {framed(channel::grant, {})}, "bad_framing"},
+      {"a grant with a body", {framed(channel::grant, le64(1))}, "bad_framing"},
+      {"an offer with a short body", {framed(channel::offer, bytes(4))}, "bad_framing"},
+      {"a large message sent whole", {big}, "bad_framing"},
+      {"an offer above the largest message",
+       {framed(channel::offer, le64(message_max + 1))},
+       "bad_framing"},
+      {"an offer of a small message", {framed(channel::offer, le64(large_bytes))}, "bad_framing"},
+      {"a second offer",
+       {framed(channel::offer, le64(offered)), framed(channel::offer, le64(offered))},
+       "bad_framing"},
+      {"an empty piece",
+       {framed(channel::offer, le64(offered)), framed(channel::piece, {})},
+       "bad_framing"},
+      {"a piece past the offered length",
+       {framed(channel::offer, le64(offered)), framed(channel::piece, bytes(offered + 1))},
+       "bad_framing"},
+      {"a large message with a hello prefix",
+       {framed(channel::offer, le64(offered)), framed(channel::piece, bad_prefix)},
+       "bad_framing"},
+      {"an unknown channel", {framed(static_cast<channel>(9), bytes(3))}, "bad_channel"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    asio::io_context io;
+    endpoint b(io);
+    std::shared_ptr<transport::connection> raw;
+    speak_raw(io, b, c.messages, raw);
+    REQUIRE(run_until(io, [&] { return !b.refused.empty(); }));
+    CHECK(b.refused == std::vector<std::string>{c.reason});
+    CHECK(b.got.empty());
+    CHECK(run_until(io, [&] { return b.p->connected_peers() == 0; }));
+  }
+}
+
+TEST_CASE("a granted large message must arrive in time, and its slot goes to the next offer") {
+  asio::io_context io;
+  endpoint b(io, std::chrono::milliseconds(300)), a(io);
+  std::shared_ptr<transport::connection> raw;
+  // The raw peer is granted the only slot and never sends a piece.
+  speak_raw(io, b, {framed(channel::offer, le64(2 * large_bytes))}, raw);
+  REQUIRE(run_until(io, [&] { return b.p->connected_peers() == 1; }));
+  const auto big = message_of(channel::averaging, 3 * large_bytes, 5);
+  a.send(b, big);
+  REQUIRE(run_until(io, [&] { return !b.got.empty(); }));
+  CHECK(b.refused == std::vector<std::string>{"stalled"});
+  CHECK(b.got[0] == std::pair{channel::averaging, big});
+}
+
+}  // namespace
+}  // namespace mws::runtime::detail
