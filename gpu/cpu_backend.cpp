@@ -8,6 +8,7 @@
 #include "gpu/backend.hpp"
 #include "gpu/detail/cpu_kernels.hpp"
 #include "gpu/detail/validate.hpp"
+#include "gpu/host_pages.hpp"
 
 namespace mws::gpu {
 namespace {
@@ -54,6 +55,7 @@ class cpu_backend final : public backend {
         (numel * size + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
     void* p = bytes == 0 ? nullptr : std::aligned_alloc(alignment_bytes, bytes);
     if (bytes != 0 && p == nullptr) return errc::out_of_memory;
+    advise_huge_pages(p, bytes);
     return buffer(p, numel, type, space, [](void* q) noexcept { std::free(q); });
   }
 

@@ -16,6 +16,7 @@
 
 #include <boost/json.hpp>
 
+#include "gpu/host_pages.hpp"
 #include "runtime/detail/atomic_file.hpp"
 
 namespace mws::runtime {
@@ -333,6 +334,7 @@ model_file::model_file(manifest m) : manifest_(std::move(m)) {
   auto* p = static_cast<std::byte*>(
       std::aligned_alloc(alignment_bytes, std::max(total, alignment_bytes)));
   if (p == nullptr) throw std::bad_alloc();
+  gpu::advise_huge_pages(p, total);
   std::memset(p, 0, std::max(total, alignment_bytes));
   storage_.reset(p);
 }

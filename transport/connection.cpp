@@ -134,7 +134,7 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
   const std::size_t n = parsed.payload_bytes();
   std::array<std::uint8_t, tag_bytes> tag{};
   std::array<std::uint8_t, credit_payload_bytes> small{};
-  std::vector<std::uint8_t> owned;
+  std::unique_ptr<std::uint8_t[]> owned;
   std::uint8_t* body = small.data();
   const bool is_data = parsed.type == frame_type::data || parsed.type == frame_type::data_end;
   bool direct = false;
@@ -150,8 +150,9 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
     if (direct) {
       body = static_cast<std::uint8_t*>(request_.into.data());
     } else {
-      owned.resize(n);  // n <= frame_bytes_max, checked by check_header before this allocation
-      body = owned.data();
+      // n <= frame_bytes_max, checked by check_header before this allocation
+      owned = std::make_unique_for_overwrite<std::uint8_t[]>(n);
+      body = owned.get();
     }
   }
   if (n > 0) {
@@ -174,7 +175,7 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
         request_.bytes = n;
         request_.end = parsed.type == frame_type::data_end;
       } else {
-        queue_.push_back({std::move(owned), 0, parsed.type == frame_type::data_end});
+        queue_.push_back({std::move(owned), n, 0, parsed.type == frame_type::data_end});
         buffered_ += n;
         buffered_peak_ = std::max(buffered_peak_, buffered_);
       }
@@ -219,10 +220,10 @@ asio::awaitable<boost::system::result<received_piece>> connection_state::receive
   while (true) {
     if (!queue_.empty()) {
       chunk& c = queue_.front();
-      const std::size_t n = std::min(into.size(), c.bytes.size() - c.offset);
-      if (n > 0) std::memcpy(into.data(), c.bytes.data() + c.offset, n);
+      const std::size_t n = std::min(into.size(), c.size - c.offset);
+      if (n > 0) std::memcpy(into.data(), c.bytes.get() + c.offset, n);
       c.offset += n;
-      const bool done = c.offset == c.bytes.size();
+      const bool done = c.offset == c.size;
       const received_piece piece{n, done && c.end};
       if (done) queue_.pop_front();
       buffered_ -= n;

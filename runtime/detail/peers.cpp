@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <functional>
+#include <new>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include "runtime/detail/spawn.hpp"
 
+#include "gpu/host_pages.hpp"
+#include "runtime/detail/spawn.hpp"
 #include "transport/error.hpp"
 
 namespace mws::runtime::detail {
@@ -35,6 +38,7 @@ struct link {
   std::deque<outgoing> large;
   enum class offer_state { none, offered, granted } sending = offer_state::none;
   std::size_t large_sent = 0;  // bytes of large.front() sent in pieces
+  std::uint64_t offers_sent = 0;
   // Receiving: the peer's offer waiting for a slot, or the granted message being assembled.
   std::size_t offered = 0;  // the length offered (0: no offer waiting)
   std::shared_ptr<message_buffer> assembling;
@@ -102,18 +106,27 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
   };
 
-  // Ends the link when it has read no more than `read` messages after `after` (or `large`
-  // counts completed large messages): a peer that sends no hello, or takes a grant and stalls,
-  // is cut off, not waited for.
-  static awaitable<void> deadline(std::shared_ptr<state> st, std::shared_ptr<link> l,
-                                  std::chrono::milliseconds after, std::uint64_t read, bool large,
+  // Ends the link unless what `progress` reports moves at least every `every`; stops once it
+  // reports nothing (done). So a peer that sends no hello, stops sending a granted message, or
+  // never grants our offer is cut off, not waited for; a slow one that keeps moving is not.
+  using progress_fn = std::function<std::optional<std::uint64_t>(const link&)>;
+  static awaitable<void> watchdog(std::shared_ptr<state> st, std::shared_ptr<link> l,
+                                  std::chrono::milliseconds every, progress_fn progress,
                                   const char* what) {
-    asio::steady_timer t(st->ex, after);
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (l->closed || (large ? l->large_read : l->messages_read) > read) co_return;
-    st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
-               std::string(what) + " within " + std::to_string(after.count()) + " ms");
-    st->end(*l);
+    auto last = progress(*l);
+    asio::steady_timer t(st->ex);
+    while (last && !l->closed) {
+      t.expires_after(every);
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (l->closed) co_return;
+      const auto now = progress(*l);
+      if (now && *now == *last) {
+        st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
+                   std::string(what) + " for " + std::to_string(every.count()) + " ms");
+        st->end(*l);
+      }
+      last = now;
+    }
   }
 
   // Reads into `into` the rest of a transport message whose prefix was read (`ended`: the
@@ -173,6 +186,8 @@ struct peers::state : std::enable_shared_from_this<state> {
 
   state(asio::any_io_executor e, const transport::identity& id, peers_config c, peer_events v)
       : ex(std::move(e)), self(id), cfg(std::move(c)), ev(std::move(v)) {
+    cfg.piece_bytes = std::max<std::size_t>(cfg.piece_bytes, 1);
+    cfg.large_messages_max = std::max<std::size_t>(cfg.large_messages_max, 1);
     hello_bytes = channel_prefix(channel::hello);
     const auto body = encode_hello(cfg.own);
     hello_bytes.insert(hello_bytes.end(), body.begin(), body.end());
@@ -184,13 +199,15 @@ struct peers::state : std::enable_shared_from_this<state> {
   }
 
   void enqueue(link& l, outgoing msg) {
-    if (l.closed || l.small.size() + l.large.size() >= cfg.outbox_max) {
+    const auto total = msg.head.size() + asio::buffer_size(msg.tail);
+    const bool large = total > large_message_bytes;
+    if (l.closed ||
+        (large ? l.large.size() >= cfg.large_outbox_max : l.small.size() >= cfg.outbox_max)) {
       ++stats.dropped;
       return;
     }
-    const auto total = msg.head.size() + asio::buffer_size(msg.tail);
     put_length(msg.head, total);
-    (total > cfg.large_message_bytes ? l.large : l.small).push_back(std::move(msg));
+    (large ? l.large : l.small).push_back(std::move(msg));
     l.wake.cancel();
   }
 
@@ -212,19 +229,32 @@ struct peers::state : std::enable_shared_from_this<state> {
       auto l = std::move(offers.front());
       offers.pop_front();
       if (l->closed) continue;
-      ++large_in_use;
       auto buf = std::make_shared<message_buffer>();
-      buf->slot = std::make_shared<large_slot>(shared_from_this());
-      buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(l->offered);
+      try {
+        buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(l->offered);
+      } catch (const std::bad_alloc&) {
+        refuse(hex(*l->key), "memory",
+               "no memory for a message of " + std::to_string(l->offered) + " bytes");
+        end(*l);
+        continue;
+      }
+      gpu::advise_huge_pages(buf->data.get(), l->offered);
       buf->size = l->offered;
+      ++large_in_use;  // the slot exists from here on, and gives it back
+      buf->slot = std::make_shared<large_slot>(shared_from_this());
       l->assembling = std::move(buf);
       l->assembled = 0;
       l->offered = 0;
       l->small.push_front(control(channel::grant));  // never dropped: the sender waits for it
       l->wake.cancel();
       asio::co_spawn(ex,
-                     deadline(shared_from_this(), l, cfg.large_message_timeout, l->large_read, true,
-                              "a large message not completed"),
+                     watchdog(
+                         shared_from_this(), l, cfg.large_message_timeout,
+                         [done = l->large_read](const link& k) {
+                           return k.large_read > done ? std::nullopt
+                                                      : std::optional<std::uint64_t>(k.assembled);
+                         },
+                         "a large message not moving"),
                      rethrow_failure);
     }
   }
@@ -235,7 +265,13 @@ struct peers::state : std::enable_shared_from_this<state> {
     asio::co_spawn(ex, write_loop(self_ptr, l), rethrow_failure);
     asio::co_spawn(ex, read_loop(self_ptr, l), rethrow_failure);
     asio::co_spawn(ex,
-                   deadline(self_ptr, l, cfg.connection.handshake_timeout, 0, false, "no hello"),
+                   watchdog(
+                       self_ptr, l, cfg.connection.handshake_timeout,
+                       [](const link& k) {
+                         return k.messages_read > 0 ? std::nullopt
+                                                    : std::optional<std::uint64_t>(0);
+                       },
+                       "no hello"),
                    rethrow_failure);
   }
 
@@ -259,25 +295,35 @@ struct peers::state : std::enable_shared_from_this<state> {
     return out;
   }
 
+  // One transport message for the writer: `counted` bytes of protocol messages in it, the last
+  // bytes of a protocol message when `last`.
+  struct to_send {
+    outgoing m;
+    std::size_t counted = 0;
+    bool last = false;
+  };
+
   // What the writer sends next, or nothing while it must wait: small messages first, then the
-  // offer of the next large message, or its next piece once granted. `last` is set when it is
-  // a protocol message's last bytes.
-  static std::optional<outgoing> next_to_send(link& l, std::size_t piece_bytes, bool& last) {
+  // offer of the next large message, or its next piece once granted.
+  static std::optional<to_send> next_to_send(link& l, std::size_t piece_bytes) {
     using enum link::offer_state;
-    last = false;
     if (!l.small.empty()) {
-      auto m = std::move(l.small.front());
+      to_send next{std::move(l.small.front())};
       l.small.pop_front();
-      const auto ch = static_cast<channel>(m.head[0]);
-      last = ch == channel::membership || ch == channel::averaging;
-      return m;
+      const auto ch = static_cast<channel>(next.m.head[0]);
+      if (ch == channel::membership || ch == channel::averaging) {
+        next.counted = next.m.head.size() + asio::buffer_size(next.m.tail);
+        next.last = true;
+      }
+      return next;
     }
     if (l.large.empty() || l.sending == offered) return std::nullopt;
     const auto& big = l.large.front();
     const auto total = big.head.size() + asio::buffer_size(big.tail);
     if (l.sending == none) {
       l.sending = offered;
-      return control(channel::offer, total);
+      ++l.offers_sent;
+      return to_send{control(channel::offer, total)};
     }
     const auto n = std::min(piece_bytes, total - l.large_sent);
     outgoing piece = control(channel::piece);
@@ -285,34 +331,47 @@ struct peers::state : std::enable_shared_from_this<state> {
     piece.tail = slice(big, l.large_sent, n);
     piece.keep = big.keep;
     l.large_sent += n;
+    to_send next{std::move(piece), n, false};
     if (l.large_sent == total) {
-      piece.keep = std::make_shared<outgoing>(std::move(l.large.front()));
+      next.m.keep = std::make_shared<outgoing>(std::move(l.large.front()));
       l.large.pop_front();
       l.large_sent = 0;
       l.sending = none;
-      last = true;
+      next.last = true;
     }
-    return piece;
+    return next;
   }
 
   static awaitable<void> write_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
     const asio::const_buffer hello_part(st->hello_bytes.data(), st->hello_bytes.size());
     if (auto ec = co_await l->conn.send({&hello_part, 1})) co_return st->end(*l);
+    std::vector<asio::const_buffer> parts;
     for (;;) {
-      std::optional<outgoing> m;
-      bool last = false;
-      while (!l->closed && !(m = next_to_send(*l, st->cfg.piece_bytes, last))) {
+      std::optional<to_send> next;
+      while (!l->closed && !(next = next_to_send(*l, st->cfg.piece_bytes))) {
         l->wake.expires_at(asio::steady_timer::time_point::max());
         co_await l->wake.async_wait(asio::as_tuple(asio::use_awaitable));
       }
       if (l->closed) co_return;
-      std::vector<asio::const_buffer> parts;
-      parts.reserve(1 + m->tail.size());
-      parts.emplace_back(m->head.data(), m->head.size());
-      parts.insert(parts.end(), m->tail.begin(), m->tail.end());
+      const auto& m = next->m;
+      parts.assign(1, asio::const_buffer(m.head.data(), m.head.size()));
+      parts.insert(parts.end(), m.tail.begin(), m.tail.end());
       if (auto ec = co_await l->conn.send(parts)) co_return st->end(*l);
-      if (last) ++st->stats.messages_sent;
-      st->stats.bytes_sent += asio::buffer_size(parts);
+      if (next->last) ++st->stats.messages_sent;
+      st->stats.bytes_sent += next->counted;
+      if (static_cast<channel>(m.head[0]) == channel::offer) {
+        asio::co_spawn(st->ex,
+                       watchdog(
+                           st, l, st->cfg.large_message_timeout,
+                           [offer = l->offers_sent](const link& k) {
+                             return k.offers_sent != offer ||
+                                            k.sending != link::offer_state::offered
+                                        ? std::nullopt
+                                        : std::optional<std::uint64_t>(0);
+                           },
+                           "an offer not granted"),
+                       rethrow_failure);
+      }
     }
   }
 
@@ -340,16 +399,17 @@ struct peers::state : std::enable_shared_from_this<state> {
         end(*l);
         co_return false;
       }
+      if (l->closed) co_return false;
       std::uint64_t offered = 0;
       for (std::size_t i = v.size(); i-- > 0;)
         offered = offered << 8 | v[i];
       if (l->offered != 0 || l->assembling) {
         co_return broken(*l, "a second large message offered before the first arrived");
       }
-      if (offered <= cfg.large_message_bytes || offered > cfg.message_bytes_max) {
+      if (offered <= large_message_bytes || offered > cfg.message_bytes_max) {
         co_return broken(*l, "an offer of " + std::to_string(offered) +
                                  " bytes, outside the sizes offered (" +
-                                 std::to_string(cfg.large_message_bytes + 1) + " to " +
+                                 std::to_string(large_message_bytes + 1) + " to " +
                                  std::to_string(cfg.message_bytes_max) + ")");
       }
       l->offered = static_cast<std::size_t>(offered);
@@ -365,10 +425,12 @@ struct peers::state : std::enable_shared_from_this<state> {
       co_return broken(*l, "a piece of " + std::to_string(n) + " bytes where " +
                                std::to_string(buf->size - l->assembled) + " remain");
     }
-    if (auto ec = co_await read_rest(*l, {buf->data.get() + l->assembled, n}, p.ended)) {
+    const auto keep = buf->data;  // end() may drop the buffer while the transport fills it
+    if (auto ec = co_await read_rest(*l, {keep.get() + l->assembled, n}, p.ended)) {
       end(*l);
       co_return false;
     }
+    if (l->closed) co_return false;
     l->assembled += n;
     if (l->assembled < buf->size) co_return true;
     const auto ch = static_cast<channel>(buf->data[0]);
@@ -407,12 +469,13 @@ struct peers::state : std::enable_shared_from_this<state> {
         st->refuse(hex(*l->key), "bad_channel", "a message with an unknown channel prefix");
         co_return st->end(*l);
       }
-      if (p->length() > st->cfg.large_message_bytes) {
+      if (p->length() > large_message_bytes) {
         st->broken(*l, "a large message sent whole, without an offer");
         co_return;
       }
-      auto msg = co_await read_whole(*l, *p, st->cfg.large_message_bytes);
+      auto msg = co_await read_whole(*l, *p, large_message_bytes);
       if (!msg) co_return st->end(*l);
+      if (l->closed) co_return;
       st->deliver(*l, ch, std::move(*msg));
       if (l->closed) co_return;
     }

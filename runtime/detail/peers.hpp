@@ -9,7 +9,7 @@
 // Framing on a connection, one transport message each, all starting with an 8-byte prefix: the
 // channel byte, then that transport message's length (prefix included) as a 56-bit
 // little-endian integer.
-// - membership / averaging: a whole message of at most large_message_bytes.
+// - membership / averaging: a whole message of at most large_message_bytes (1 MiB).
 // - offer (8-byte body: a length L): the sender has a large message of L bytes to send.
 // - grant (no body): the receiver has allocated a buffer of exactly L bytes for it.
 // - piece (body: the next bytes of the granted large message): after the grant, the large
@@ -18,16 +18,20 @@
 //   prefix whose length field is L.
 // So membership messages never wait behind a model-sized message (at most one piece and the
 // transport's window), and a receiver admits large messages one slot at a time without
-// stopping to read its links: a sender waits for its grant, not in the receiver's window.
+// stopping to read its links: a sender waits for its grant, not in the receiver's window. A
+// receiver takes pieces once it has granted. Small messages may thus overtake a large one sent
+// before them, on either channel; the protocols above tolerate reordering (the simulator
+// reorders too).
 // Large messages go to on_message whole, in a buffer the handler may keep; tensor bytes stay
 // 8-aligned. Anything else (an unknown channel, a piece or grant out of turn, a second offer
 // before the first large message arrived, a size outside the limits) ends the link, reported
 // to on_refused with reason bad_channel or bad_framing.
 //
 // Bounds: a message is at most config.message_bytes_max; an outbox holds at most outbox_max
-// messages and the queue of a dial in progress pending_max; what does not fit is dropped and
-// counted (the protocols above tolerate loss). Internal to runtime/; all calls on the node's
-// loop thread.
+// small and large_outbox_max large messages, and the queue of a dial in progress pending_max;
+// what does not fit is dropped and counted (the protocols above tolerate loss). A link is cut
+// (reason stalled) when a granted message stops arriving, or an offer is not granted, for
+// large_message_timeout. Internal to runtime/; all calls on the node's loop thread.
 #pragma once
 
 #include <chrono>
@@ -58,6 +62,8 @@ enum class channel : std::uint8_t {
   piece = 5,
 };
 inline constexpr std::size_t channel_prefix_bytes = 8;
+// Messages larger than this are offered and sent in pieces; part of the protocol (hello v2).
+inline constexpr std::size_t large_message_bytes = std::size_t{1} << 20;
 
 // One message to send: `head` (starting with the channel prefix, whose length field send()
 // fills in) then the `tail` spans, whose memory `keep` owns until the message is written.
@@ -90,17 +96,17 @@ struct peers_config {
   transport::connection_config connection;
   hello own;                          // sent first on every connection
   std::size_t message_bytes_max = 0;  // largest message accepted after the hello
-  std::size_t outbox_max = 64;        // messages queued per connection, small and large
+  std::size_t outbox_max = 64;        // small messages queued per connection
+  std::size_t large_outbox_max = 4;   // large messages queued per connection
   std::size_t pending_max = 64;       // messages queued per dial in progress
   std::size_t dials_max = 64;         // dials in progress
   // Messages over large_message_bytes (model shares) are offered and granted (see above), at
   // most large_messages_max at a time, counting those being handled: keep no message_buffer
   // beyond the call, or granting stalls (keep its `data` instead, bounding what is kept by
   // other means).
-  std::size_t large_message_bytes = std::size_t{1} << 20;
   std::size_t large_messages_max = 1;
   std::size_t piece_bytes = std::size_t{1} << 20;  // the most of a large message per piece
-  // A large message must arrive whole this soon after its grant, or the link is cut.
+  // A granted message that stops arriving, or our offer not granted, for this long: cut.
   std::chrono::milliseconds large_message_timeout{120'000};
 };
 
@@ -108,8 +114,8 @@ struct peers_stats {
   std::uint64_t dropped = 0;  // messages not sent: outbox or dial queue full, dial failed
   std::uint64_t dials = 0;
   std::uint64_t dials_failed = 0;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
+  std::uint64_t bytes_sent = 0;      // of whole messages, prefix included; no offers, grants
+  std::uint64_t bytes_received = 0;  // or piece prefixes
   std::uint64_t messages_sent = 0;
   std::uint64_t messages_received = 0;
 };

@@ -47,7 +47,8 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
 
  private:
   struct chunk {
-    std::vector<std::uint8_t> bytes;
+    std::unique_ptr<std::uint8_t[]> bytes;  // not zeroed: the frame's plaintext fills it
+    std::size_t size = 0;
     std::size_t offset = 0;
     bool end = false;
   };
