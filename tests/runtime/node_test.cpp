@@ -11,11 +11,13 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "run_until.hpp"
 #include "temp_dir.hpp"
 
 namespace mws::runtime {
 namespace {
 
+using test::run_until;
 using test::temp_dir;
 
 // A one-tensor f32 model with the given values.
@@ -31,17 +33,6 @@ std::vector<float> values_of(const model_file& f) {
   std::vector<float> v(f.spec().tensors[0].numel());
   std::memcpy(v.data(), f.tensor_bytes(0).data(), v.size() * 4);
   return v;
-}
-
-// Runs the loop until `done` holds or 30 s pass (a bound against hangs, not a speed check).
-bool run_until(boost::asio::io_context& io, const std::function<bool()>& done) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(20));
-    if (io.stopped()) io.restart();
-  }
-  return true;
 }
 
 struct mesh {

@@ -15,6 +15,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "run_until.hpp"
 #include "transport/listener.hpp"
 
 namespace mws::runtime::detail {
@@ -22,21 +23,11 @@ namespace {
 
 namespace asio = boost::asio;
 using bytes = std::vector<std::uint8_t>;
+using test::run_until;
 
 constexpr std::size_t large_bytes = large_message_bytes;  // larger messages are offered
 constexpr std::size_t piece = (64 << 10) + 7;
 constexpr std::size_t message_max = std::size_t{128} << 20;
-
-// Runs the loop until `done` holds or 30 s pass (a bound against hangs, not a speed check).
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(10));
-    if (io.stopped()) io.restart();
-  }
-  return true;
-}
 
 hello hello_for(std::uint16_t port) {
   hello h;
