@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <functional>
 #include <new>
 
 #include <boost/asio/as_tuple.hpp>
@@ -35,7 +34,7 @@ struct link {
   bool closed = false;
   // Sending: small messages go whole and first; large ones are offered one at a time.
   std::deque<outgoing> small;
-  std::deque<outgoing> large;
+  std::deque<std::shared_ptr<const outgoing>> large;  // shared with the piece being sent
   enum class offer_state { none, offered, granted } sending = offer_state::none;
   std::size_t large_sent = 0;  // bytes of large.front() sent in pieces
   std::uint64_t offers_sent = 0;
@@ -106,27 +105,47 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
   };
 
-  // Ends the link unless what `progress` reports moves at least every `every`; stops once it
-  // reports nothing (done). So a peer that sends no hello, stops sending a granted message, or
-  // never grants our offer is cut off, not waited for; a slow one that keeps moving is not.
-  using progress_fn = std::function<std::optional<std::uint64_t>(const link&)>;
-  static awaitable<void> watchdog(std::shared_ptr<state> st, std::shared_ptr<link> l,
-                                  std::chrono::milliseconds every, progress_fn progress,
-                                  const char* what) {
-    auto last = progress(*l);
-    asio::steady_timer t(st->ex);
-    while (last && !l->closed) {
+  // What a link's watch compares between two looks.
+  struct look {
+    bool offered = false;  // our offer waits for its grant
+    std::uint64_t offers_sent = 0;
+    bool granted = false;  // a message we granted is being assembled
+    std::uint64_t large_read = 0;
+    std::size_t assembled = 0;
+    explicit look(const link& l)
+        : offered(l.sending == link::offer_state::offered),
+          offers_sent(l.offers_sent),
+          granted(l.assembling != nullptr),
+          large_read(l.large_read),
+          assembled(l.assembled) {}
+  };
+
+  // Cuts a link that sends no hello within the handshake timeout, and later one whose offer
+  // has waited for its grant, or whose granted message has not moved, for a whole
+  // large_message_timeout: such a peer is cut off, not waited for; a slow one that keeps
+  // moving is not. One watch per link, for as long as it is open.
+  static awaitable<void> watch(std::shared_ptr<state> st, std::shared_ptr<link> l) {
+    asio::steady_timer t(st->ex, st->cfg.connection.handshake_timeout);
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    const char* why = l->messages_read == 0 ? "no hello" : nullptr;
+    auto every = st->cfg.connection.handshake_timeout;
+    for (look before(*l); !why && !l->closed;) {
+      every = st->cfg.large_message_timeout;
       t.expires_after(every);
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-      if (l->closed) co_return;
-      const auto now = progress(*l);
-      if (now && *now == *last) {
-        st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
-                   std::string(what) + " for " + std::to_string(every.count()) + " ms");
-        st->end(*l);
+      const look now(*l);
+      if (before.offered && now.offered && now.offers_sent == before.offers_sent) {
+        why = "an offer not granted";
+      } else if (before.granted && now.granted && now.large_read == before.large_read &&
+                 now.assembled == before.assembled) {
+        why = "a large message not moving";
       }
-      last = now;
+      before = now;
     }
+    if (!why || l->closed) co_return;
+    st->refuse(l->conn.remote_address() + " (" + hex(l->conn.remote_key()) + ")", "stalled",
+               std::string(why) + " for " + std::to_string(every.count()) + " ms");
+    st->end(*l);
   }
 
   // Reads into `into` the rest of a transport message whose prefix was read (`ended`: the
@@ -207,7 +226,11 @@ struct peers::state : std::enable_shared_from_this<state> {
       return;
     }
     put_length(msg.head, total);
-    (large ? l.large : l.small).push_back(std::move(msg));
+    if (large) {
+      l.large.push_back(std::make_shared<const outgoing>(std::move(msg)));
+    } else {
+      l.small.push_back(std::move(msg));
+    }
     l.wake.cancel();
   }
 
@@ -247,15 +270,6 @@ struct peers::state : std::enable_shared_from_this<state> {
       l->offered = 0;
       l->small.push_front(control(channel::grant));  // never dropped: the sender waits for it
       l->wake.cancel();
-      asio::co_spawn(ex,
-                     watchdog(
-                         shared_from_this(), l, cfg.large_message_timeout,
-                         [done = l->large_read](const link& k) {
-                           return k.large_read > done ? std::nullopt
-                                                      : std::optional<std::uint64_t>(k.assembled);
-                         },
-                         "a large message not moving"),
-                     rethrow_failure);
     }
   }
 
@@ -264,15 +278,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     auto self_ptr = shared_from_this();
     asio::co_spawn(ex, write_loop(self_ptr, l), rethrow_failure);
     asio::co_spawn(ex, read_loop(self_ptr, l), rethrow_failure);
-    asio::co_spawn(ex,
-                   watchdog(
-                       self_ptr, l, cfg.connection.handshake_timeout,
-                       [](const link& k) {
-                         return k.messages_read > 0 ? std::nullopt
-                                                    : std::optional<std::uint64_t>(0);
-                       },
-                       "no hello"),
-                   rethrow_failure);
+    asio::co_spawn(ex, watch(self_ptr, l), rethrow_failure);
   }
 
   // The parts of `m` (head, then tail) from byte `from`, at most `n` bytes.
@@ -318,7 +324,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       return next;
     }
     if (l.large.empty() || l.sending == offered) return std::nullopt;
-    const auto& big = l.large.front();
+    const auto& big = *l.large.front();
     const auto total = big.head.size() + asio::buffer_size(big.tail);
     if (l.sending == none) {
       l.sending = offered;
@@ -329,11 +335,10 @@ struct peers::state : std::enable_shared_from_this<state> {
     outgoing piece = control(channel::piece);
     put_length(piece.head, channel_prefix_bytes + n);
     piece.tail = slice(big, l.large_sent, n);
-    piece.keep = big.keep;
+    piece.keep = l.large.front();  // the head's bytes and, through it, the tail's owner
     l.large_sent += n;
     to_send next{std::move(piece), n, false};
     if (l.large_sent == total) {
-      next.m.keep = std::make_shared<outgoing>(std::move(l.large.front()));
       l.large.pop_front();
       l.large_sent = 0;
       l.sending = none;
@@ -359,19 +364,6 @@ struct peers::state : std::enable_shared_from_this<state> {
       if (auto ec = co_await l->conn.send(parts)) co_return st->end(*l);
       if (next->last) ++st->stats.messages_sent;
       st->stats.bytes_sent += next->counted;
-      if (static_cast<channel>(m.head[0]) == channel::offer) {
-        asio::co_spawn(st->ex,
-                       watchdog(
-                           st, l, st->cfg.large_message_timeout,
-                           [offer = l->offers_sent](const link& k) {
-                             return k.offers_sent != offer ||
-                                            k.sending != link::offer_state::offered
-                                        ? std::nullopt
-                                        : std::optional<std::uint64_t>(0);
-                           },
-                           "an offer not granted"),
-                       rethrow_failure);
-      }
     }
   }
 
@@ -535,6 +527,10 @@ struct peers::state : std::enable_shared_from_this<state> {
     l.wake.cancel();
     std::erase_if(offers, [&](const auto& p) { return p.get() == &l; });
     l.assembling.reset();  // frees its slot for the next offer
+    // A closed link holds no payloads while its coroutines wind down.
+    stats.dropped += l.small.size() + l.large.size();
+    l.small.clear();
+    l.large.clear();
     if (!l.ready && !l.dial_address.empty()) drop_pending(l.dial_address);
     if (l.ready) {
       for (auto [it, e] = ready.equal_range(*l.key); it != e; ++it) {

@@ -60,7 +60,10 @@ struct endpoint {
     cfg.own = hello_for(port());
     cfg.message_bytes_max = message_max;
     cfg.piece_bytes = piece_bytes;
-    if (large_timeout.count() != 0) cfg.large_message_timeout = large_timeout;
+    if (large_timeout.count() != 0) {
+      cfg.large_message_timeout = large_timeout;
+      cfg.connection.handshake_timeout = large_timeout;  // the watch's first look comes after it
+    }
     p = std::make_unique<peers>(
         io.get_executor(), id, cfg,
         peer_events{[](auto&&...) {},
