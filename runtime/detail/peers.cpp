@@ -307,6 +307,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     outgoing m;
     std::size_t counted = 0;
     bool last = false;
+    bool split = false;  // a piece: its prefix and its body go as two transport messages
   };
 
   // What the writer sends next, or nothing while it must wait: small messages first, then the
@@ -337,7 +338,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     piece.tail = slice(big, l.large_sent, n);
     piece.keep = l.large.front();  // the head's bytes and, through it, the tail's owner
     l.large_sent += n;
-    to_send next{std::move(piece), n, false};
+    to_send next{std::move(piece), n, false, true};
     if (l.large_sent == total) {
       l.large.pop_front();
       l.large_sent = 0;
@@ -360,6 +361,10 @@ struct peers::state : std::enable_shared_from_this<state> {
       if (l->closed) co_return;
       const auto& m = next->m;
       parts.assign(1, asio::const_buffer(m.head.data(), m.head.size()));
+      if (next->split) {
+        if (auto ec = co_await l->conn.send(parts)) co_return st->end(*l);
+        parts.clear();
+      }
       parts.insert(parts.end(), m.tail.begin(), m.tail.end());
       if (auto ec = co_await l->conn.send(parts)) co_return st->end(*l);
       if (next->last) ++st->stats.messages_sent;
@@ -417,8 +422,11 @@ struct peers::state : std::enable_shared_from_this<state> {
       co_return broken(*l, "a piece of " + std::to_string(n) + " bytes where " +
                                std::to_string(buf->size - l->assembled) + " remain");
     }
-    const auto keep = buf->data;  // end() may drop the buffer while the transport fills it
-    if (auto ec = co_await read_rest(*l, {keep.get() + l->assembled, n}, p.ended)) {
+    if (!p.ended) co_return broken(*l, "a piece whose prefix is not a message of its own");
+    // The body is the next transport message, read straight into the buffer (the transport
+    // decrypts it there, with no copy). end() may drop the buffer meanwhile: keep its memory.
+    const auto keep = buf->data;
+    if (auto ec = co_await read_rest(*l, {keep.get() + l->assembled, n}, false)) {
       end(*l);
       co_return false;
     }

@@ -12,10 +12,11 @@
 // - membership / averaging: a whole message of at most large_message_bytes (1 MiB).
 // - offer (8-byte body: a length L): the sender has a large message of L bytes to send.
 // - grant (no body): the receiver has allocated a buffer of exactly L bytes for it.
-// - piece (body: the next bytes of the granted large message): after the grant, the large
-//   message goes in pieces of at most piece_bytes, and the sender sends any small message it has
-//   between two pieces. The large message's own bytes start with a membership or averaging
-//   prefix whose length field is L.
+// - piece (no body; its length field says 8 + n): the next transport message is the next n
+//   bytes of the granted large message, nothing else (so the receiver reads them straight into
+//   its buffer). After the grant the large message goes in pieces of at most piece_bytes, and
+//   the sender sends any small message it has between two pieces. The large message's own
+//   bytes start with a membership or averaging prefix whose length field is L.
 // So membership messages never wait behind a model-sized message (at most one piece and the
 // transport's window), and a receiver admits large messages one slot at a time without
 // stopping to read its links: a sender waits for its grant, not in the receiver's window. A

@@ -151,6 +151,14 @@ bytes framed(channel ch, const bytes& body) {
   return m;
 }
 
+// A piece's prefix (a message of its own, its length field 8 + body size).
+bytes piece_prefix(std::size_t n) {
+  bytes m = channel_prefix(channel::piece);
+  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
+    m[i] = static_cast<std::uint8_t>((channel_prefix_bytes + n) >> (8 * (i - 1)));
+  return m;
+}
+
 bytes le64(std::uint64_t v) {
   bytes b(8);
   for (std::size_t i = 0; i < 8; ++i)
@@ -193,7 +201,7 @@ TEST_CASE(
   auto bad_prefix = big;
   bad_prefix[0] = static_cast<std::uint8_t>(channel::hello);
   const bad_case cases[] = {
-      {"a piece with no grant", {framed(channel::piece, first_piece)}, "bad_framing"},
+      {"a piece with no grant", {piece_prefix(first_piece.size()), first_piece}, "bad_framing"},
       {"a grant with no offer", {framed(channel::grant, {})}, "bad_framing"},
       {"a grant with a body", {framed(channel::grant, le64(1))}, "bad_framing"},
       {"an offer with a short body", {framed(channel::offer, bytes(4))}, "bad_framing"},
@@ -205,14 +213,15 @@ TEST_CASE(
       {"a second offer",
        {framed(channel::offer, le64(offered)), framed(channel::offer, le64(offered))},
        "bad_framing"},
-      {"an empty piece",
-       {framed(channel::offer, le64(offered)), framed(channel::piece, {})},
-       "bad_framing"},
+      {"an empty piece", {framed(channel::offer, le64(offered)), piece_prefix(0)}, "bad_framing"},
       {"a piece past the offered length",
-       {framed(channel::offer, le64(offered)), framed(channel::piece, bytes(offered + 1))},
+       {framed(channel::offer, le64(offered)), piece_prefix(offered + 1), bytes(offered + 1)},
        "bad_framing"},
       {"a large message with a hello prefix",
-       {framed(channel::offer, le64(offered)), framed(channel::piece, bad_prefix)},
+       {framed(channel::offer, le64(offered)), piece_prefix(bad_prefix.size()), bad_prefix},
+       "bad_framing"},
+      {"a piece's prefix and body in one message",
+       {framed(channel::offer, le64(offered)), framed(channel::piece, first_piece)},
        "bad_framing"},
       {"an unknown channel", {framed(static_cast<channel>(9), bytes(3))}, "bad_channel"},
   };
@@ -289,14 +298,20 @@ TEST_CASE("closing while a large message arrives frees its buffer safely") {
 }
 
 TEST_CASE("a transport message longer than its length field ends the link") {
-  asio::io_context io;
-  endpoint b(io);
-  auto m = message_of(channel::membership, 100);
-  m[1] = 50;  // the length field says 50 bytes of 108
-  std::shared_ptr<transport::connection> raw;
-  speak_raw(io, b, {m, message_of(channel::membership, 10)}, raw);
-  REQUIRE(run_until(io, [&] { return raw && !raw->is_open(); }));
-  CHECK(b.got.empty());
+  auto whole = message_of(channel::membership, 100);
+  whole[1] = 50;  // the length field says 50 bytes of 108
+  const std::vector<bytes> cases[] = {
+      {whole, message_of(channel::membership, 10)},
+      {framed(channel::offer, le64(2 * large_bytes)), piece_prefix(100), bytes(101)},
+  };
+  for (const auto& messages : cases) {
+    asio::io_context io;
+    endpoint b(io);
+    std::shared_ptr<transport::connection> raw;
+    speak_raw(io, b, messages, raw);
+    REQUIRE(run_until(io, [&] { return raw && !raw->is_open(); }));
+    CHECK(b.got.empty());
+  }
 }
 
 }  // namespace
