@@ -69,6 +69,8 @@ void register_endpoints(node::impl& n, const node& self) {
     counter("mws_bytes_sent_total", static_cast<double>(s.bytes_sent));
     counter("mws_bytes_received_total", static_cast<double>(s.bytes_received));
     counter("mws_messages_dropped_total", static_cast<double>(n.links->stats().dropped));
+    counter("mws_large_messages_granted_total", static_cast<double>(n.links->stats().granted));
+    r.set("mws_large_offers_waiting", static_cast<double>(n.links->offers_waiting()));
     counter("mws_local_updates_total", static_cast<double>(s.local_updates));
     counter("mws_averaging_shares_total", static_cast<double>(n.averaging->stats().sent));
     counter("mws_epochs_completed_total", static_cast<double>(s.epochs_completed));
@@ -89,6 +91,10 @@ void declare_metrics(metrics_registry& m) {
   m.declare("mws_messages_dropped_total", k::counter,
             "Messages not sent: a full queue or a failed dial.");
   m.declare("mws_messages_refused_total", k::counter, "Messages refused as malformed or foreign.");
+  m.declare("mws_large_messages_granted_total", k::counter,
+            "Model-sized messages from peers admitted (one slot at a time).");
+  m.declare("mws_large_offers_waiting", k::gauge,
+            "Peers' model-sized messages offered and waiting for a slot now.");
   m.declare("mws_peers_refused_total", k::counter,
             "Connections refused or failed, by reason (handshake, manifest, dial, ...).");
   m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");

@@ -268,6 +268,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       l->assembling = std::move(buf);
       l->assembled = 0;
       l->offered = 0;
+      ++stats.granted;
       l->small.push_front(control(channel::grant));  // never dropped: the sender waits for it
       l->wake.cancel();
     }
@@ -637,6 +638,10 @@ std::size_t peers::connected_peers() const {
        it = state_->ready.upper_bound(it->first))
     ++n;
   return n;
+}
+
+std::size_t peers::offers_waiting() const noexcept {
+  return state_->offers.size();
 }
 
 const peers_stats& peers::stats() const noexcept {

@@ -115,6 +115,7 @@ struct peers_stats {
   std::uint64_t dropped = 0;  // messages not sent: outbox or dial queue full, dial failed
   std::uint64_t dials = 0;
   std::uint64_t dials_failed = 0;
+  std::uint64_t granted = 0;         // large messages granted to peers
   std::uint64_t bytes_sent = 0;      // of whole messages, prefix included; no offers, grants
   std::uint64_t bytes_received = 0;  // or piece prefixes
   std::uint64_t messages_sent = 0;
@@ -136,6 +137,8 @@ class peers {
   void send(const std::optional<transport::public_key>& key, const std::string& address,
             outgoing msg);
   std::size_t connected_peers() const;
+  // Peers' offers of large messages waiting for a slot now.
+  std::size_t offers_waiting() const noexcept;
   const peers_stats& stats() const noexcept;
   // Closes every connection (gracefully, in the background) and stops dialling.
   void close_all();

@@ -132,12 +132,15 @@ TEST_CASE("membership messages pass a large message that waits for its slot") {
   REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
   CHECK(b.got[1] == std::pair{channel::membership, ping});
   // Nothing more arrives while the slot is held: the second is offered, not granted.
-  io.run_for(std::chrono::milliseconds(100));
+  REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));
   CHECK(b.got.size() == 2);
+  CHECK(b.p->stats().granted == 1);
   b.hold = false;
   b.held.clear();  // frees the slot: the waiting offer is granted
   REQUIRE(run_until(io, [&] { return b.got.size() == 3; }));
   CHECK(b.got[2] == std::pair{channel::averaging, second});
+  CHECK(b.p->offers_waiting() == 0);
+  CHECK(b.p->stats().granted == 2);
   CHECK(b.refused.empty());
 }
 
