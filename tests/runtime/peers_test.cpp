@@ -37,15 +37,32 @@ hello hello_for(std::uint16_t port) {
   return h;
 }
 
-// A channel prefix and `n` body bytes (k, k+1, ...), length field filled in.
-bytes message_of(channel ch, std::size_t n, std::uint8_t k = 0) {
+// A channel prefix whose length field says `total`.
+bytes prefix_of(channel ch, std::size_t total) {
   bytes m = channel_prefix(ch);
-  for (std::size_t i = 0; i < n; ++i)
-    m.push_back(static_cast<std::uint8_t>(k + i));
-  const auto total = m.size();
   for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
     m[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
   return m;
+}
+
+// A transport message with channel `ch` and the given body (length field filled in).
+bytes framed(channel ch, const bytes& body) {
+  bytes m = prefix_of(ch, channel_prefix_bytes + body.size());
+  m.insert(m.end(), body.begin(), body.end());
+  return m;
+}
+
+// A message on `ch` with `n` body bytes (k, k+1, ...).
+bytes message_of(channel ch, std::size_t n, std::uint8_t k = 0) {
+  bytes body(n);
+  for (std::size_t i = 0; i < n; ++i)
+    body[i] = static_cast<std::uint8_t>(k + i);
+  return framed(ch, body);
+}
+
+// A piece's prefix (a message of its own, its length field 8 + body size).
+bytes piece_prefix(std::size_t n) {
+  return prefix_of(channel::piece, channel_prefix_bytes + n);
 }
 
 // A node's peers: listening on loopback, recording what arrives and what it refuses.
@@ -142,24 +159,6 @@ TEST_CASE("membership messages pass a large message that waits for its slot") {
   CHECK(b.p->offers_waiting() == 0);
   CHECK(b.p->stats().granted == 2);
   CHECK(b.refused.empty());
-}
-
-// A transport message with channel `ch` and the given body (length field filled in).
-bytes framed(channel ch, const bytes& body) {
-  bytes m = channel_prefix(ch);
-  m.insert(m.end(), body.begin(), body.end());
-  const auto total = m.size();
-  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
-    m[i] = static_cast<std::uint8_t>(total >> (8 * (i - 1)));
-  return m;
-}
-
-// A piece's prefix (a message of its own, its length field 8 + body size).
-bytes piece_prefix(std::size_t n) {
-  bytes m = channel_prefix(channel::piece);
-  for (std::size_t i = 1; i < channel_prefix_bytes; ++i)
-    m[i] = static_cast<std::uint8_t>((channel_prefix_bytes + n) >> (8 * (i - 1)));
-  return m;
 }
 
 bytes le64(std::uint64_t v) {
