@@ -48,6 +48,8 @@ class category final : public boost::system::error_category {
         return "mixing operation failed in the compute backend";
       case errc::not_supported:
         return "operation not supported by this node's algorithm";
+      case errc::out_of_turn:
+        return "streamed share call out of order";
     }
     return "unknown gossip error";
   }

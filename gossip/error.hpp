@@ -35,6 +35,7 @@ enum class errc {
   wrong_algorithm,  // a message kind that this node's algorithm does not use
   backend_failed,   // a mixing operation failed in gpu/ (see the log of the backend)
   not_supported,    // the algorithm has no such operation (add_peer outside push_sum)
+  out_of_turn,      // a streamed share's call out of order (node.hpp, begin_share)
 };
 
 const boost::system::error_category& gossip_category() noexcept;

@@ -56,6 +56,21 @@ struct node_stats {
   std::uint64_t gives_returned = 0;    // mass handed over, refused, and taken back
   std::uint64_t late_values = 0;       // exchange values applied after their epoch ended
   std::uint32_t values_held_max = 0;   // most sent values (a model each) held at once for acks
+  // push_sum, streamed receipt
+  std::uint64_t shares_cut = 0;  // streamed shares cut short and completed from our estimate
+};
+
+// While a streamed share is open (averaging_node::begin_share), the elements it has mixed into
+// x so far (all of the tensors before `tensor`, and the first `element` elements of that one)
+// carry weight w + `weight`, the others w. With no share open, `weight` is 0.
+struct share_progress {
+  double weight = 0.0;
+  std::size_t tensor = 0;
+  std::size_t element = 0;
+  // The weight of element k of tensor t.
+  double of(double w, std::size_t t, std::size_t k) const noexcept {
+    return t < tensor || (t == tensor && k < element) ? w + weight : w;
+  }
 };
 
 class averaging_node {
@@ -107,6 +122,29 @@ class averaging_node {
   // Starts the next epoch no earlier than epoch_interval_us after the change.
   virtual error_code set_members(std::span<const peer_id> members, std::uint64_t view,
                                  time_us now_us, action_sink& out) = 0;
+
+  // Streamed receipt of a share, for a runtime that mixes a model-sized message while its bytes
+  // arrive instead of holding it whole: push_sum in hold mode (config::hold_unacked, running
+  // sums); the others return errc::not_supported. One share at a time:
+  // - begin_share checks the header as on_message would, and returns true when the tensor
+  //   elements that follow are to be mixed, false when the share is a repeat (applied before;
+  //   acked again) or otherwise has nothing to mix.
+  // - share_part mixes the next elements, in manifest order, at most to the end of a tensor.
+  // - end_share, after the last element: the share's weight joins w, and its ack goes out.
+  // - abort_share: the rest never comes (its link ended, or its bytes were refused). The
+  //   elements not received are completed from this node's own estimate (scaled by (w + share
+  //   weight) / w), so every element's estimate stays a weighted mean of the initial values; the
+  //   share then counts as applied, and nothing is acked.
+  // Between begin and end, x mixes two weights: receiving() says where (a reader of the
+  // estimate divides by share_progress::of). Sends, local updates and ticks go on meanwhile.
+  // Calls out of order: errc::out_of_turn; a part that does not match the manifest:
+  // errc::wrong_dtype or errc::wrong_numel, the share left open.
+  virtual result<bool> begin_share(peer_id from, const message_header& header, time_us now_us,
+                                   action_sink& out) = 0;
+  virtual error_code share_part(gpu::const_tensor_view part) = 0;
+  virtual error_code end_share(time_us now_us, action_sink& out) = 0;
+  virtual error_code abort_share() = 0;
+  virtual share_progress receiving() const noexcept = 0;
 
   virtual const model& state() const noexcept = 0;
   virtual const node_stats& stats() const noexcept = 0;

@@ -2,6 +2,7 @@
 // Dominguez-Garcia, Charalambous 2016), or plain push-sum for comparison.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "gossip/detail/assert.hpp"
 #include "gossip/detail/node_base.hpp"
@@ -31,6 +32,9 @@ class push_sum_node final : public node_base {
   error_code reset_peer(peer_id peer) override {
     const auto i = peer_index(peer);
     if (!i) return errc::not_a_peer;
+    if (open_ && open_->peer == *i) {
+      if (auto ec = abort_share()) return ec;
+    }
     out_[*i] = {};
     in_[*i] = {};
     return {};
@@ -111,20 +115,9 @@ class push_sum_node final : public node_base {
       ++stats_.received;
       return {};
     }
-    auto& link = in_[*i];
-    if (msg.header.ack != 0) rebase_out(*i, msg.header.ack);
-    if (msg.header.seq <= link.seq) {  // older than what was applied: nothing new in it
-      ++stats_.ignored;
-      // A repeat of the last one: our ack may have been lost.
-      if (msg.header.seq == link.seq && msg.header.round == link.base) send_ack(out, *i);
-      return {};
-    }
-    if (msg.header.round != link.base) {
-      if (msg.header.round < link.base) return errc::out_of_range;
-      if (auto ec = rebase_in(link, msg.header.round)) return ec;
-    } else if (cfg_.hold_unacked && link.seq != link.base) {
-      return errc::out_of_range;  // a holding sender starts a new frame for every running sum
-    }
+    auto fresh = admit(*i, msg.header, out);
+    if (!fresh || !*fresh) return fresh ? error_code{} : fresh.error();
+    const auto& link = in_[*i];
     auto kept = cfg_.hold_unacked ? result<payload_ptr>(payload_ptr{}) : keep(msg.tensors);
     if (!kept) return kept.error();
     // x += sigma - rho, the difference first: consecutive running sums are close, so it is
@@ -137,12 +130,132 @@ class push_sum_node final : public node_base {
       const set_term terms[] = {{msg.tensors.get(), 1.0f}, {&model_.x, 1.0f}};
       if (auto ec = mix(model_.x, terms)) return ec;
     }
-    model_.w += msg.header.weight - link.rho_w;
-    link.rho = std::move(*kept);
-    link.rho_w = msg.header.weight;
-    link.seq = msg.header.seq;
-    ++stats_.received;
+    applied(*i, msg.header, std::move(*kept));
     send_ack(out, *i);
+    return {};
+  }
+
+  // Whether running sum `h` from peer i brings anything new (false: older than, or a repeat
+  // of, the last one applied; a repeat is acked again), after taking in its ack and its frame.
+  result<bool> admit(std::size_t i, const message_header& h, action_sink& out) {
+    auto& link = in_[i];
+    if (h.ack != 0) rebase_out(i, h.ack);
+    if (open_ && open_->peer == i && h.seq <= open_->header.seq) {  // a copy of the open one
+      ++stats_.ignored;
+      return false;
+    }
+    if (h.seq <= link.seq) {  // older than what was applied: nothing new in it
+      ++stats_.ignored;
+      // A repeat of the last one: our ack may have been lost.
+      if (h.seq == link.seq && h.round == link.base) send_ack(out, i);
+      return false;
+    }
+    if (h.round != link.base) {
+      if (h.round < link.base) return errc::out_of_range;
+      if (auto ec = rebase_in(link, h.round)) return {boost::system::in_place_error, ec};
+    } else if (cfg_.hold_unacked && link.seq != link.base) {
+      return errc::out_of_range;  // a holding sender starts a new frame for every running sum
+    }
+    return true;
+  }
+
+  // Running sum `h` from peer i is in x: its weight joins w, and it is the one to compare the
+  // next with.
+  void applied(std::size_t i, const message_header& h, payload_ptr rho) {
+    auto& link = in_[i];
+    model_.w += h.weight - link.rho_w;
+    link.rho = std::move(rho);
+    link.rho_w = h.weight;
+    link.seq = h.seq;
+    ++stats_.received;
+  }
+
+  // --- Streamed receipt (hold mode): averaging_node::begin_share and what follows ---
+
+  result<bool> begin_share(peer_id from, const message_header& h, time_us,
+                           action_sink& out) override {
+    auto opened = open_share(from, h, out);
+    if (!opened) ++stats_.refused;
+    return opened;
+  }
+
+  result<bool> open_share(peer_id from, const message_header& h, action_sink& out) {
+    if (!cfg_.running_sums || !cfg_.hold_unacked) return errc::not_supported;
+    if (open_) return errc::out_of_turn;
+    const auto i = peer_index(from);
+    if (!i) return errc::not_a_peer;
+    if (h.kind != message_kind::push_sum_running) return errc::wrong_algorithm;
+    if (!std::isfinite(h.weight) || !(h.weight > 0.0)) return errc::bad_weight;
+    auto fresh = admit(*i, h, out);
+    if (!fresh || !*fresh) return fresh;
+    open_ = streamed{*i, h, {h.weight, 0, 0}};
+    skip_empty_tensors();
+    return true;
+  }
+
+  error_code share_part(gpu::const_tensor_view part) override {
+    if (!open_ || open_->at.tensor == model_.x.size()) return errc::out_of_turn;
+    auto& at = open_->at;
+    const auto x = model_.x.mutable_view(at.tensor);
+    if (part.type != x.type) return errc::wrong_dtype;
+    if (part.numel == 0 || part.numel > x.numel - at.element) return errc::wrong_numel;
+    // The same operation, in the same order, as a whole running sum's: the same bits.
+    const auto dst = x.slice(at.element, part.numel);
+    const gpu::weighted_term terms[] = {{part, 1.0f}, {dst, 1.0f}};
+    if (backend_.weighted_sum(stream_, dst, terms)) return errc::backend_failed;
+    at.element += part.numel;
+    skip_empty_tensors();
+    return {};
+  }
+
+  error_code end_share(time_us, action_sink& out) override {
+    if (!open_ || open_->at.tensor != model_.x.size()) return errc::out_of_turn;
+    const auto i = open_->peer;
+    applied(i, open_->header, {});
+    open_.reset();
+    send_ack(out, i);
+    return {};
+  }
+
+  error_code abort_share() override {
+    if (!open_) return errc::out_of_turn;
+    // The elements still to come get this node's own estimate's worth of the share's weight:
+    // x * (w + share) / w keeps their estimate, and w + share is then everybody's weight.
+    const auto grow = static_cast<float>((model_.w + open_->at.weight) / model_.w);
+    const auto ec = for_each_range(model_.x, false, [&](gpu::tensor_view v) {
+      return backend_.scale(stream_, grow, v) ? error_code(errc::backend_failed) : error_code{};
+    });
+    applied(open_->peer, open_->header, {});
+    open_.reset();
+    ++stats_.shares_cut;
+    return ec;
+  }
+
+  share_progress receiving() const noexcept override {
+    return open_ ? open_->at : share_progress{};
+  }
+
+  void skip_empty_tensors() {
+    auto& at = open_->at;
+    while (at.tensor < model_.x.size() && at.element == model_.x[at.tensor].numel) {
+      ++at.tensor;
+      at.element = 0;
+    }
+  }
+
+  // Calls fn on the parts of `set` (x, or a set of the same manifest) where the open share has
+  // mixed into x (`mixed`), or on the rest.
+  template <class F>
+  error_code for_each_range(tensor_set& set, bool mixed, F&& fn) {
+    const auto& at = open_->at;
+    for (std::size_t t = 0; t < set.size(); ++t) {
+      const auto x = set.mutable_view(t);
+      const std::size_t split = t < at.tensor ? x.numel : t == at.tensor ? at.element : 0;
+      const auto first = mixed ? 0 : split;
+      const auto count = mixed ? split : x.numel - split;
+      if (count == 0) continue;
+      if (auto ec = fn(x.slice(first, count))) return ec;
+    }
     return {};
   }
 
@@ -271,7 +384,13 @@ class push_sum_node final : public node_base {
     } else {
       const set_term grow[] = {{&model_.x, a}};
       if (auto ec = mix(*next, grow)) return ec;
-      if (part == 0.5) {
+      if (open_) {
+        // A share being received weighs the part of x it has mixed into by w + its weight:
+        // from there the running sum takes part * w too, a smaller fraction.
+        if (auto ec = shrink_received(*next)) return ec;
+        const set_term take[] = {{&*next, -1.0f}, {&model_.x, 1.0f}};
+        if (auto ec = mix(model_.x, take)) return ec;
+      } else if (part == 0.5) {
         // x - x/2 is x/2 exactly (Sterbenz): one pass less than the subtraction below.
         for (std::size_t t = 0; t < model_.x.size(); ++t) {
           if (backend_.scale(stream_, 0.5f, model_.x.mutable_view(t))) return errc::backend_failed;
@@ -316,8 +435,24 @@ class push_sum_node final : public node_base {
     return {};
   }
 
+  // next = part * x: scales its elements that an open share has mixed into x by
+  // w / (w + share weight).
+  error_code shrink_received(tensor_set& next) {
+    const auto shrink = static_cast<float>(model_.w / (model_.w + open_->at.weight));
+    return for_each_range(next, true, [&](gpu::tensor_view v) {
+      return backend_.scale(stream_, shrink, v) ? error_code(errc::backend_failed) : error_code{};
+    });
+  }
+
+  struct streamed {
+    std::size_t peer = 0;
+    message_header header;
+    share_progress at;
+  };
+
   std::vector<out_link> out_;
   std::vector<in_link> in_;
+  std::optional<streamed> open_;
   std::vector<std::size_t> order_;
   time_us next_tick_us_ = 0;
 };

@@ -30,6 +30,13 @@ class node_base : public averaging_node {
   error_code set_members(std::span<const peer_id>, std::uint64_t, time_us, action_sink&) override {
     return errc::not_supported;
   }
+  result<bool> begin_share(peer_id, const message_header&, time_us, action_sink&) override {
+    return errc::not_supported;
+  }
+  error_code share_part(gpu::const_tensor_view) override { return errc::not_supported; }
+  error_code end_share(time_us, action_sink&) override { return errc::not_supported; }
+  error_code abort_share() override { return errc::not_supported; }
+  share_progress receiving() const noexcept override { return {}; }
   const model& state() const noexcept override { return model_; }
   const node_stats& stats() const noexcept override { return stats_; }
   const config& settings() const noexcept override { return cfg_; }

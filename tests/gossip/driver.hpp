@@ -26,6 +26,11 @@ struct network {
   time_us latency_min_us = 100;
   time_us latency_max_us = 100;  // uniform in [min, max]: a wide range reorders
   bool wire = false;             // encode -> decode every message
+  // Push-sum running sums go in as streamed shares (averaging_node::begin_share): the first
+  // half of every tensor on arrival, the rest one latency later, so that ticks and other
+  // messages come in between; with probability `cut` the rest never comes (abort_share).
+  bool stream = false;
+  double cut = 0.0;
 };
 
 inline manifest one_tensor(std::size_t numel) {
@@ -73,7 +78,11 @@ class driver {
         ++dropped;
         continue;
       }
-      if (ev.msg) {
+      if (ev.msg && ev.rest) {
+        finish_stream(n, ev);
+      } else if (ev.msg && net_.stream && ev.msg->header.kind == message_kind::push_sum_running) {
+        start_stream(n, ev);
+      } else if (ev.msg) {
         const auto ec = n.on_message(ev.from, *ev.msg, now_us_, *sinks_[ev.node]);
         if (ec) ++refused;
       } else {
@@ -124,6 +133,7 @@ class driver {
   std::uint64_t dropped = 0;
   std::uint64_t duplicated = 0;
   std::uint64_t refused = 0;
+  std::uint64_t streams_cut = 0;
 
  private:
   struct event {
@@ -132,6 +142,7 @@ class driver {
     std::size_t node;
     peer_id from;
     std::shared_ptr<const message> msg;  // null: a timer
+    bool rest = false;                   // the second half of a streamed share
     bool operator>(const event& o) const {
       return at_us != o.at_us ? at_us > o.at_us : seq > o.seq;
     }
@@ -155,6 +166,49 @@ class driver {
       if (ids_[i] == p) return i;
     }
     return ids_.size();
+  }
+
+  // Tensor t's first half (`second` false) or second half, as one part.
+  static gpu::const_tensor_view half(const message& m, std::size_t t, bool second) {
+    const auto v = (*m.tensors)[t];
+    const auto mid = v.numel / 2;
+    return second ? v.slice(mid, v.numel - mid) : v.slice(0, mid);
+  }
+
+  // Opens a streamed share and mixes the first half of every tensor; one open already (or a
+  // repeat): whole, as on_message.
+  void start_stream(averaging_node& n, const event& ev) {
+    auto& out = *sinks_[ev.node];
+    auto opened = n.begin_share(ev.from, ev.msg->header, now_us_, out);
+    if (!opened && opened.error() == errc::out_of_turn) {
+      if (n.on_message(ev.from, *ev.msg, now_us_, out)) ++refused;
+      return;
+    }
+    if (!opened) {
+      ++refused;
+      return;
+    }
+    if (!*opened) return;
+    for (std::size_t t = 0; t < ev.msg->tensors->size(); ++t) {
+      if (half(*ev.msg, t, false).numel != 0) (void)n.share_part(half(*ev.msg, t, false));
+      if (t + 1 < ev.msg->tensors->size()) (void)n.share_part(half(*ev.msg, t, true));
+    }
+    auto rest = ev;
+    rest.at_us = now_us_ + latency();
+    rest.seq = seq_++;
+    rest.rest = true;
+    queue_.push(rest);
+  }
+
+  // The last tensor's second half and the end, or (with probability net_.cut) the abort.
+  void finish_stream(averaging_node& n, const event& ev) {
+    if (rng_.unit() < net_.cut) {
+      ++streams_cut;
+      (void)n.abort_share();
+      return;
+    }
+    (void)n.share_part(half(*ev.msg, ev.msg->tensors->size() - 1, true));
+    (void)n.end_share(now_us_, *sinks_[ev.node]);
   }
 
   time_us latency() {
