@@ -61,6 +61,7 @@ void build_header(flatbuffers::FlatBufferBuilder& fbb, const message& msg, const
 wire_layout layout_for(std::size_t fb_bytes, const message& msg) {
   wire_layout l;
   l.header_bytes = align8(wire_prefix_bytes + fb_bytes);
+  l.padding_from = wire_prefix_bytes + fb_bytes;
   std::size_t at = l.header_bytes;
   if (msg.tensors) {
     l.tensor_offsets.reserve(msg.tensors->size());
@@ -184,6 +185,7 @@ result<decoded_header> decode_header(std::span<const std::uint8_t> bytes, const 
   const std::size_t count = list ? list->size() : 0;
   if (carries_tensors(kind) ? count != spec.size() : count != 0) return errc::wrong_tensor_count;
   out.layout.header_bytes = align8(wire_prefix_bytes + fb_bytes);
+  out.layout.padding_from = wire_prefix_bytes + fb_bytes;
   std::size_t at = out.layout.header_bytes;
   out.layout.tensor_offsets.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
@@ -210,8 +212,9 @@ boost::system::error_code check_tensor_bytes(std::span<const std::uint8_t> bytes
   const auto& l = h.layout;
   if (bytes.size() < l.total_bytes) return errc::truncated;
   if (bytes.size() > l.total_bytes) return errc::trailing_bytes;
-  const std::size_t fb_end = wire_prefix_bytes + get_u32(bytes.data());
-  if (!all_zero(bytes.data() + fb_end, l.header_bytes - fb_end)) return errc::malformed;
+  if (!all_zero(bytes.data() + l.padding_from, l.header_bytes - l.padding_from)) {
+    return errc::malformed;
+  }
   for (std::size_t i = 0; i < l.tensor_offsets.size(); ++i) {
     const auto* p = bytes.data() + l.tensor_offsets[i];
     const std::size_t size = spec[i].numel * gpu::dtype_size(spec[i].type);
@@ -226,6 +229,81 @@ boost::system::error_code check_tensor_bytes(std::span<const std::uint8_t> bytes
     }
   }
   return {};
+}
+
+tensor_stream::tensor_stream(decoded_header h, const manifest& spec, const decode_limits& limits)
+    : h_(std::move(h)), spec_(spec), check_finite_(limits.check_finite) {
+  MWS_ASSERT(h_.layout.tensor_offsets.size() == spec.size());
+}
+
+boost::system::error_code tensor_stream::feed(std::span<const std::uint8_t> bytes,
+                                              const part_fn& part) {
+  if (failed_) return errc::malformed;
+  const auto& l = h_.layout;
+  auto ec = [&]() -> boost::system::error_code {
+    if (bytes.size() > l.total_bytes - at_) return errc::trailing_bytes;
+    while (!bytes.empty()) {
+      if (at_ < l.header_bytes) {  // decoded already; its padding is checked here
+        const auto n = std::min(bytes.size(), l.header_bytes - at_);
+        const auto pad = l.padding_from > at_ ? std::min(n, l.padding_from - at_) : 0;
+        if (!all_zero(bytes.data() + pad, n - pad)) return errc::malformed;
+        at_ += n;
+        bytes = bytes.subspan(n);
+        continue;
+      }
+      // The tensor whose bytes or padding come next.
+      const auto next = std::upper_bound(l.tensor_offsets.begin(), l.tensor_offsets.end(), at_);
+      const auto t = static_cast<std::size_t>(next - l.tensor_offsets.begin()) - 1;
+      const auto end = next == l.tensor_offsets.end() ? l.total_bytes : *next;
+      const auto n = std::min(bytes.size(), end - at_);
+      if (auto e = feed_tensor(t, bytes.first(n), part)) return e;
+      bytes = bytes.subspan(n);
+    }
+    return {};
+  }();
+  failed_ = static_cast<bool>(ec);
+  return ec;
+}
+
+// `bytes` lie within tensor t's bytes and padding, starting at at_.
+boost::system::error_code tensor_stream::feed_tensor(std::size_t t,
+                                                     std::span<const std::uint8_t> bytes,
+                                                     const part_fn& part) {
+  const auto width = gpu::dtype_size(spec_[t].type);
+  const auto data_end = h_.layout.tensor_offsets[t] + spec_[t].numel * width;
+  const auto in_data = at_ < data_end ? std::min(bytes.size(), data_end - at_) : 0;
+  if (!all_zero(bytes.data() + in_data, bytes.size() - in_data)) return errc::malformed;
+  auto data = bytes.first(in_data);
+  at_ += bytes.size();
+  if (carried_ != 0) {  // complete the element the last feed began
+    const auto k = std::min(width - carried_, data.size());
+    std::memcpy(carry_.data() + carried_, data.data(), k);
+    carried_ += k;
+    data = data.subspan(k);
+    if (carried_ < width) return {};
+    carried_ = 0;
+    if (auto ec = give(t, carry_.data(), 1, part)) return ec;
+  }
+  const auto whole = data.size() / width;
+  if (whole != 0) {
+    if (auto ec = give(t, data.data(), whole, part)) return ec;
+  }
+  carried_ = data.size() - whole * width;
+  std::memcpy(carry_.data(), data.data() + whole * width, carried_);
+  return {};
+}
+
+boost::system::error_code tensor_stream::give(std::size_t t, const std::uint8_t* p,
+                                              std::size_t numel, const part_fn& part) {
+  const auto type = spec_[t].type;
+  if (check_finite_ && !all_finite(p, type, numel)) return errc::non_finite_tensor;
+  if (reinterpret_cast<std::uintptr_t>(p) % gpu::dtype_size(type) != 0) {
+    const auto bytes = numel * gpu::dtype_size(type);
+    aligned_.resize((bytes + 7) / 8);
+    std::memcpy(aligned_.data(), p, bytes);
+    p = reinterpret_cast<const std::uint8_t*>(aligned_.data());
+  }
+  return part(t, {p, numel, type, gpu::memory_space::host});
 }
 
 result<message> decode(std::span<const std::uint8_t> bytes, const manifest& spec,

@@ -16,8 +16,10 @@
 // specific errc and nothing is allocated beyond decode_limits.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -43,6 +45,7 @@ struct decode_limits {
 // The length prefix plus the padded header, and where each tensor's bytes go after it.
 struct wire_layout {
   std::size_t header_bytes = 0;             // prefix + FlatBuffers + padding: offset of tensor 0
+  std::size_t padding_from = 0;             // prefix + FlatBuffers: where the zero padding starts
   std::vector<std::size_t> tensor_offsets;  // from the start of the message
   std::size_t total_bytes = 0;
 };
@@ -77,6 +80,40 @@ result<decoded_header> decode_header(std::span<const std::uint8_t> bytes, const 
 boost::system::error_code check_tensor_bytes(std::span<const std::uint8_t> bytes,
                                              const decoded_header& h, const manifest& spec,
                                              const decode_limits& limits = {});
+
+// The tensor bytes of a message whose header decoded to `h`, checked as they arrive in order (a
+// runtime that mixes a share while it streams in holds no whole message): every padding byte
+// zero, every value finite (when limits.check_finite). Each run of whole elements goes to
+// `part` (tensor index, a host view aligned for its dtype, valid during the call) once
+// checked; an element split between two feeds goes once whole.
+class tensor_stream {
+ public:
+  using part_fn =
+      std::function<boost::system::error_code(std::size_t tensor, gpu::const_tensor_view part)>;
+  tensor_stream(decoded_header h, const manifest& spec, const decode_limits& limits = {});
+
+  // The next bytes of the message (counted from its first byte: the header's are skipped).
+  // Errors: malformed (padding), non_finite_tensor, trailing_bytes, or part's own; the
+  // stream takes nothing after one.
+  boost::system::error_code feed(std::span<const std::uint8_t> bytes, const part_fn& part);
+  // Every byte of the message was fed, without error.
+  bool done() const noexcept { return !failed_ && at_ == h_.layout.total_bytes; }
+
+ private:
+  boost::system::error_code feed_tensor(std::size_t t, std::span<const std::uint8_t> bytes,
+                                        const part_fn& part);
+  boost::system::error_code give(std::size_t t, const std::uint8_t* p, std::size_t numel,
+                                 const part_fn& part);
+
+  decoded_header h_;
+  const manifest& spec_;
+  bool check_finite_ = true;
+  std::size_t at_ = 0;  // bytes fed so far
+  bool failed_ = false;
+  alignas(8) std::array<std::uint8_t, 8> carry_{};  // the start of a split element
+  std::size_t carried_ = 0;
+  std::vector<std::uint64_t> aligned_;  // copies of parts misaligned in the caller's buffer
+};
 
 // decode_header + check_tensor_bytes; the payload's views point into `bytes` (host memory) and
 // `keep_alive` (may be null: then the payload is borrowed, see tensor_set) owns them.

@@ -330,6 +330,91 @@ TEST_CASE("codec: refuses non-zero padding, a wrong version and misaligned data"
   CHECK(decode_error(std::span(shifted).subspan(1)) == errc::misaligned);
 }
 
+// The tensor bytes of `bytes` through a tensor_stream, fed `chunk` bytes at a time from a buffer
+// one byte off alignment: the error, and each tensor's bytes as the parts gave them.
+struct streamed {
+  error_code ec;
+  bool done = false;
+  std::vector<std::vector<std::uint8_t>> tensors;
+};
+
+streamed stream_tensors(std::span<const std::uint8_t> bytes, std::size_t chunk) {
+  const auto h = decode_header(bytes, spec).value();
+  tensor_stream ts(h, spec);
+  streamed r;
+  r.tensors.resize(spec.size());
+  const auto keep = [&](std::size_t t, gpu::const_tensor_view v) {
+    CHECK(reinterpret_cast<std::uintptr_t>(v.data) % gpu::dtype_size(v.type) == 0);
+    CHECK(v.type == spec[t].type);
+    const auto* p = static_cast<const std::uint8_t*>(v.data);
+    r.tensors[t].insert(r.tensors[t].end(), p, p + v.bytes());
+    return error_code{};
+  };
+  std::vector<std::uint8_t> shifted(chunk + 1);
+  for (std::size_t at = 0; at < bytes.size() && !r.ec; at += chunk) {
+    const auto piece = bytes.subspan(at, std::min(chunk, bytes.size() - at));
+    std::memcpy(shifted.data() + 1, piece.data(), piece.size());
+    r.ec = ts.feed(std::span(shifted).subspan(1, piece.size()), keep);
+  }
+  r.done = ts.done();
+  return r;
+}
+
+TEST_CASE("codec: tensor bytes streamed in chunks of any size give the decoded tensors") {
+  fixture f;
+  const auto bytes = encode(f.data_message(), spec);
+  const auto whole = decode(bytes, spec).value();
+  for (std::size_t chunk = 1; chunk <= bytes.size(); ++chunk) {
+    CAPTURE(chunk);
+    const auto r = stream_tensors(bytes, chunk);
+    REQUIRE(!r.ec);
+    CHECK(r.done);
+    for (std::size_t t = 0; t < spec.size(); ++t) {
+      const auto v = (*whole.tensors)[t];
+      const auto* p = static_cast<const std::uint8_t*>(v.data);
+      CHECK(r.tensors[t] == std::vector<std::uint8_t>(p, p + v.bytes()));
+    }
+  }
+}
+
+TEST_CASE("codec: streamed tensor bytes are checked as decode checks them") {
+  fixture f;
+  const auto good = encode(f.data_message(), spec);
+  const auto h = decode_header(good, spec).value();
+  std::size_t refused = 0;
+  // Every byte after the FlatBuffers header, set to values that break padding or finiteness.
+  for (std::size_t at = h.layout.padding_from; at < good.size(); ++at) {
+    for (std::uint8_t value : {std::uint8_t{0x01}, std::uint8_t{0x7f}, std::uint8_t{0xff}}) {
+      CAPTURE(at);
+      CAPTURE(int{value});
+      auto bytes = good;
+      bytes[at] = value;
+      const auto want = decode_error(bytes);
+      for (std::size_t chunk : {std::size_t{3}, std::size_t{8}, bytes.size()}) {
+        const auto r = stream_tensors(bytes, chunk);
+        CHECK(r.ec == want);
+        CHECK(r.done == !want);
+      }
+      refused += want ? 1 : 0;
+    }
+  }
+  CHECK(refused > 20);
+  // One byte more than the message: trailing; after an error the stream takes nothing.
+  auto longer = good;
+  longer.push_back(0);
+  tensor_stream ts(h, spec);
+  const auto ignore = [](std::size_t, gpu::const_tensor_view) { return error_code{}; };
+  CHECK(ts.feed(longer, ignore) == errc::trailing_bytes);
+  CHECK(ts.feed(std::span(good).first(1), ignore) == errc::malformed);
+  CHECK(!ts.done());
+  // A part's own error stops the stream with it.
+  tensor_stream failing(h, spec);
+  CHECK(failing.feed(good, [](std::size_t, gpu::const_tensor_view) {
+    return error_code(errc::backend_failed);
+  }) == errc::backend_failed);
+  CHECK(!failing.done());
+}
+
 TEST_CASE("codec: a decoded borrowed payload is copied by the node that keeps it") {
   fixture f;
   auto stream = f.backend->make_stream().value();
