@@ -267,6 +267,9 @@ node_result<void> node::start() {
           },
           [&n](const std::string& who, const std::string& reason, const std::string& why) {
             n.on_refused(who, reason, why);
+          },
+          [&n](const public_key& k, std::span<const std::uint8_t> first, std::size_t total) {
+            return n.stream_share(k, first, total);
           }});
   gossip::membership_config mc;
   mc.self = to_node_key(n.self.public_key_bytes());
@@ -302,6 +305,7 @@ void node::stop() {
   n.stopped = true;
   if (n.running) {
     n.members->leave(n.now_us(), n);  // queued on open connections before they close
+    n.cut_share();
     n.save_checkpoint();
     n.log.log(log_level::info, "node_stopping", {});
   }
@@ -363,7 +367,7 @@ node_result<model_file> node::estimate() const {
   if (!x) return node_error{"cannot read the model from the backend: " + x.error().message()};
   model_file out(n.spec);
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t)
-    write_estimate(x->tensors[t], n.gspec[t].type, n.averaging->state().w, out.tensor_bytes(t));
+    n.estimate_of(t, 0, x->tensors[t], out.tensor_bytes(t));
   return out;
 }
 
@@ -391,10 +395,11 @@ node_result<void> write_estimate_file(node::impl& n, const byte_sink& sink) {
   std::vector<std::byte> piece(std::min<std::size_t>(piece_bytes, n.spec.total_bytes()));
   for (std::size_t t = 0; t < n.spec.tensors.size(); ++t) {
     const auto tensor = x->tensors[t];
+    const auto width = gpu::dtype_size(n.gspec[t].type);
     for (std::size_t at = 0; at < tensor.size(); at += piece.size()) {
       const auto part = tensor.subspan(at, std::min(piece.size(), tensor.size() - at));
       const auto out = std::span(piece).first(part.size());
-      write_estimate(part, n.gspec[t].type, w, out);
+      n.estimate_of(t, at / width, part, out);
       if (!sink(out)) return {};
     }
   }
@@ -456,6 +461,8 @@ node_status node::status() const {
   s.messages_refused = n.messages_refused;
   s.local_updates = n.averaging->stats().local_updates;
   s.peers_refused = n.peers_refused;
+  s.shares_streamed = n.shares_streamed;
+  s.shares_cut = n.averaging->stats().shares_cut;
   return s;
 }
 

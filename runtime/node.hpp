@@ -112,6 +112,9 @@ struct node_status {
   std::uint64_t bytes_sent = 0, bytes_received = 0;
   std::uint64_t messages_refused = 0, local_updates = 0;
   std::uint64_t peers_refused = 0;
+  // push-sum: model-sized shares mixed while they arrived, and those of them cut short (their
+  // link ended, or the node stopped) and completed from this node's own estimate
+  std::uint64_t shares_streamed = 0, shares_cut = 0;
 };
 
 class node {

@@ -29,6 +29,8 @@ std::string status_json(const node_status& s) {
   o["messages_refused"] = s.messages_refused;
   o["peers_refused"] = s.peers_refused;
   o["local_updates"] = s.local_updates;
+  o["shares_streamed"] = s.shares_streamed;
+  o["shares_cut"] = s.shares_cut;
   return boost::json::serialize(o) + "\n";
 }
 
@@ -72,6 +74,8 @@ void register_endpoints(node::impl& n, const node& self) {
     counter("mws_large_messages_granted_total", static_cast<double>(n.links->stats().granted));
     r.set("mws_large_offers_waiting", static_cast<double>(n.links->offers_waiting()));
     counter("mws_local_updates_total", static_cast<double>(s.local_updates));
+    counter("mws_shares_streamed_total", static_cast<double>(s.shares_streamed));
+    counter("mws_shares_cut_total", static_cast<double>(s.shares_cut));
     counter("mws_averaging_shares_total", static_cast<double>(n.averaging->stats().sent));
     counter("mws_epochs_completed_total", static_cast<double>(s.epochs_completed));
     counter("mws_epochs_abandoned_total", static_cast<double>(s.epochs_abandoned));
@@ -99,6 +103,11 @@ void declare_metrics(metrics_registry& m) {
             "Connections refused or failed, by reason (handshake, manifest, dial, ...).");
   m.declare("mws_member_events_total", k::counter, "Membership changes seen, by kind.");
   m.declare("mws_local_updates_total", k::counter, "Local updates applied.");
+  m.declare("mws_shares_streamed_total", k::counter,
+            "Model-sized push-sum shares mixed while they arrived (never held whole).");
+  m.declare("mws_shares_cut_total", k::counter,
+            "Streamed shares cut short (link ended, node stopping) and completed from the "
+            "node's own estimate.");
   m.declare("mws_averaging_shares_total", k::counter, "Averaging messages emitted.");
   m.declare("mws_epochs_completed_total", k::counter,
             "Exact mode: epochs completed (each ends on the exact mean).");

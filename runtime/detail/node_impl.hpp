@@ -110,8 +110,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   std::set<public_key> live;                    // members alive (or suspected), self excluded
   std::optional<checkpoint_store> checkpoints;
   gossip::time_us next_checkpoint_us = 0;
-  std::uint64_t messages_refused = 0, peers_refused = 0;
+  std::uint64_t messages_refused = 0, peers_refused = 0, shares_streamed = 0;
   bool running = false, stopped = false;
+  std::weak_ptr<detail::large_receiver> streaming;  // the share mixed while it arrives
 
   impl(asio::any_io_executor e, node_options o, transport::identity id)
       : ex(std::move(e)),
@@ -307,6 +308,29 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     if (!detail::host_backend(*backend)) (void)stream->synchronize();
   }
 
+  // The first piece of a large averaging message: a push-sum share is mixed while it streams in
+  // (share_stream.cpp); null: it is assembled whole for on_message.
+  std::shared_ptr<detail::large_receiver> stream_share(const public_key& key,
+                                                       std::span<const std::uint8_t> first,
+                                                       std::size_t total);
+  // The share streaming in, if any, is completed from the node's estimate now (stopping).
+  void cut_share();
+
+  // x / w of elements first, first + 1, ... of tensor t (x's bytes in `x`) into `out`, each
+  // divided by its own weight: a share streaming in weighs the elements it has mixed more.
+  void estimate_of(std::size_t t, std::size_t first, std::span<const std::byte> x,
+                   std::span<std::byte> out) const {
+    const auto type = gspec[t].type;
+    const auto width = gpu::dtype_size(type);
+    const auto at = averaging->receiving();
+    const double w = averaging->state().w;
+    const auto n = x.size() / width;
+    const auto mixed_end = t < at.tensor ? first + n : t == at.tensor ? at.element : 0;
+    const auto mixed = std::min(n, mixed_end > first ? mixed_end - first : 0) * width;
+    write_estimate(x.first(mixed), type, w + at.weight, out.first(mixed));
+    write_estimate(x.subspan(mixed), type, w, out.subspan(mixed));
+  }
+
   void refused_message(const public_key& key, boost::system::error_code ec) {
     ++messages_refused;
     metrics.add("mws_messages_refused_total", 1);
@@ -361,7 +385,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       const auto now = n.now_us();
       n.members->on_tick(now, n);
       n.averaging->on_tick(now, n);
-      if (n.checkpoints && now >= n.next_checkpoint_us) {
+      // x mixes two weights while a share streams in: the checkpoint waits for its end.
+      if (n.checkpoints && now >= n.next_checkpoint_us && n.averaging->receiving().weight == 0.0) {
         n.save_checkpoint();
         n.next_checkpoint_us = now + n.opts.checkpoint_interval_us;
       }

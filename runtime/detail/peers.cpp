@@ -38,10 +38,15 @@ struct link {
   enum class offer_state { none, offered, granted } sending = offer_state::none;
   std::size_t large_sent = 0;  // bytes of large.front() sent in pieces
   std::uint64_t offers_sent = 0;
-  // Receiving: the peer's offer waiting for a slot, or the granted message being assembled.
-  std::size_t offered = 0;  // the length offered (0: no offer waiting)
-  std::shared_ptr<message_buffer> assembling;
+  // Receiving: the peer's offer waiting for a slot, or the granted message coming in, into
+  // `piece` until its first piece is in, then whole into `assembling` or on to `streaming`.
+  std::size_t offered = 0;   // the length offered (0: no offer waiting)
+  std::size_t incoming = 0;  // the length granted (0: none coming)
   std::size_t assembled = 0;
+  std::shared_ptr<void> slot;  // the granted message's slot, until `assembling` takes it
+  std::shared_ptr<std::uint8_t[]> piece;
+  std::shared_ptr<message_buffer> assembling;
+  std::shared_ptr<large_receiver> streaming;
   std::uint64_t large_read = 0;  // large messages completed
 };
 
@@ -115,7 +120,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     explicit look(const link& l)
         : offered(l.sending == link::offer_state::offered),
           offers_sent(l.offers_sent),
-          granted(l.assembling != nullptr),
+          granted(l.incoming != 0),
           large_read(l.large_read),
           assembled(l.assembled) {}
   };
@@ -205,7 +210,7 @@ struct peers::state : std::enable_shared_from_this<state> {
 
   state(asio::any_io_executor e, const transport::identity& id, peers_config c, peer_events v)
       : ex(std::move(e)), self(id), cfg(std::move(c)), ev(std::move(v)) {
-    cfg.piece_bytes = std::max<std::size_t>(cfg.piece_bytes, 1);
+    cfg.piece_bytes = std::clamp(cfg.piece_bytes, channel_prefix_bytes, large_message_bytes);
     cfg.large_messages_max = std::max<std::size_t>(cfg.large_messages_max, 1);
     hello_bytes = channel_prefix(channel::hello);
     const auto body = encode_hello(cfg.own);
@@ -252,25 +257,28 @@ struct peers::state : std::enable_shared_from_this<state> {
       auto l = std::move(offers.front());
       offers.pop_front();
       if (l->closed) continue;
-      auto buf = std::make_shared<message_buffer>();
-      try {
-        buf->data = std::make_shared_for_overwrite<std::uint8_t[]>(l->offered);
-      } catch (const std::bad_alloc&) {
-        refuse(hex(*l->key), "memory",
-               "no memory for a message of " + std::to_string(l->offered) + " bytes");
-        end(*l);
-        continue;
-      }
-      gpu::advise_huge_pages(buf->data.get(), l->offered);
-      buf->size = l->offered;
+      if (!(l->piece = allocate(*l, std::min(l->offered, large_message_bytes)))) continue;
       ++large_in_use;  // the slot exists from here on, and gives it back
-      buf->slot = std::make_shared<large_slot>(shared_from_this());
-      l->assembling = std::move(buf);
+      l->slot = std::make_shared<large_slot>(shared_from_this());
+      l->incoming = l->offered;
       l->assembled = 0;
       l->offered = 0;
       ++stats.granted;
       l->small.push_front(control(channel::grant));  // never dropped: the sender waits for it
       l->wake.cancel();
+    }
+  }
+
+  // `n` bytes for a message from `l`, or null with the link refused (reason memory) and ended.
+  std::shared_ptr<std::uint8_t[]> allocate(link& l, std::size_t n) {
+    try {
+      auto p = std::make_shared_for_overwrite<std::uint8_t[]>(n);
+      gpu::advise_huge_pages(p.get(), n);
+      return p;
+    } catch (const std::bad_alloc&) {
+      refuse(hex(*l.key), "memory", "no memory for a message of " + std::to_string(n) + " bytes");
+      end(l);
+      return nullptr;
     }
   }
 
@@ -401,7 +409,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       std::uint64_t offered = 0;
       for (std::size_t i = v.size(); i-- > 0;)
         offered = offered << 8 | v[i];
-      if (l->offered != 0 || l->assembling) {
+      if (l->offered != 0 || l->incoming != 0) {
         co_return broken(*l, "a second large message offered before the first arrived");
       }
       if (offered <= large_message_bytes || offered > cfg.message_bytes_max) {
@@ -416,34 +424,71 @@ struct peers::state : std::enable_shared_from_this<state> {
       co_return true;
     }
     // A piece.
-    auto& buf = l->assembling;
     const auto n = length - std::min(length, channel_prefix_bytes);
-    if (!buf) co_return broken(*l, "a piece of a large message that was not granted");
-    if (n == 0 || n > buf->size - l->assembled) {
+    if (l->incoming == 0) co_return broken(*l, "a piece of a large message that was not granted");
+    const auto left = l->incoming - l->assembled;
+    const auto least = l->assembled == 0 ? std::min(left, channel_prefix_bytes) : 1;
+    if (n < least || n > std::min(left, large_message_bytes)) {
       co_return broken(*l, "a piece of " + std::to_string(n) + " bytes where " +
-                               std::to_string(buf->size - l->assembled) + " remain");
+                               std::to_string(left) + " remain");
     }
     if (!p.ended) co_return broken(*l, "a piece whose prefix is not a message of its own");
-    // The body is the next transport message, read straight into the buffer (the transport
+    // The body is the next transport message, read straight into its place (the transport
     // decrypts it there, with no copy). end() may drop the buffer meanwhile: keep its memory.
-    const auto keep = buf->data;
-    if (auto ec = co_await read_rest(*l, {keep.get() + l->assembled, n}, false)) {
+    const auto keep = l->assembling ? l->assembling->data : l->piece;
+    const auto into = keep.get() + (l->assembling ? l->assembled : 0);
+    if (auto ec = co_await read_rest(*l, {into, n}, false)) {
       end(*l);
       co_return false;
     }
     if (l->closed) co_return false;
+    const bool first = l->assembled == 0;
     l->assembled += n;
-    if (l->assembled < buf->size) co_return true;
-    const auto ch = static_cast<channel>(buf->data[0]);
-    if ((ch != channel::membership && ch != channel::averaging) ||
-        get_length(buf->data.get()) != buf->size) {
-      co_return broken(*l,
-                       "a large message whose prefix is not a membership or averaging one "
-                       "of its length");
+    const bool last = l->assembled == l->incoming;
+    if (first && !take_first_piece(*l, {into, n})) co_return false;
+    const auto total = l->incoming;
+    if (last) {
+      ++l->large_read;
+      l->incoming = 0;
+      l->assembled = 0;
+      l->piece.reset();
     }
-    ++l->large_read;
-    deliver(*l, ch, incoming(std::move(buf)));
+    if (auto r = l->streaming) {
+      if (last) {
+        l->streaming.reset();
+        l->slot.reset();
+        ++stats.messages_received;
+        stats.bytes_received += total;
+      }
+      r->on_bytes({into, n}, last);
+    } else if (last) {
+      const auto ch = static_cast<channel>(l->assembling->data[0]);
+      deliver(*l, ch, incoming(std::move(l->assembling)));
+    }
     co_return !l->closed;
+  }
+
+  // The first piece of the granted message, in l.piece: checks the message's own prefix, then
+  // streams the message to the node's receiver or assembles it whole. False: the link ended.
+  bool take_first_piece(link& l, std::span<const std::uint8_t> first) {
+    const auto ch = static_cast<channel>(first[0]);
+    if ((ch != channel::membership && ch != channel::averaging) ||
+        get_length(first.data()) != l.incoming) {
+      return broken(l,
+                    "a large message whose prefix is not a membership or averaging one of its "
+                    "length");
+    }
+    if (ch == channel::averaging && ev.on_large) {
+      l.streaming = ev.on_large(*l.key, first, l.incoming);
+      if (l.streaming) return true;
+    }
+    auto buf = std::make_shared<message_buffer>();
+    if (!(buf->data = allocate(l, l.incoming))) return false;
+    std::memcpy(buf->data.get(), first.data(), first.size());
+    buf->size = l.incoming;
+    buf->slot = std::move(l.slot);
+    l.assembling = std::move(buf);
+    return true;
   }
 
   void deliver(link& l, channel ch, incoming msg) {
@@ -535,7 +580,11 @@ struct peers::state : std::enable_shared_from_this<state> {
     l.closed = true;
     l.wake.cancel();
     std::erase_if(offers, [&](const auto& p) { return p.get() == &l; });
-    l.assembling.reset();  // frees its slot for the next offer
+    // Frees the slot for the next offer.
+    l.assembling.reset();
+    l.piece.reset();
+    l.slot.reset();
+    if (auto r = std::move(l.streaming)) r->on_cut();
     // A closed link holds no payloads while its coroutines wind down.
     stats.dropped += l.small.size() + l.large.size();
     l.small.clear();

@@ -23,7 +23,10 @@
 // receiver takes pieces once it has granted. Small messages may thus overtake a large one sent
 // before them, on either channel; the protocols above tolerate reordering (the simulator
 // reorders too).
-// Large messages go to on_message whole, in a buffer the handler may keep; tensor bytes stay
+// A piece carries at most large_message_bytes, the first at least the large message's prefix.
+// On its first piece, an averaging message is offered to on_large, which may take it piece by
+// piece (a large_receiver: the node mixes a share while it arrives, holding one piece, not the
+// model); else it goes to on_message whole, in a buffer the handler may keep; tensor bytes stay
 // 8-aligned. Anything else (an unknown channel, a piece or grant out of turn, a second offer
 // before the first large message arrived, a size outside the limits) ends the link, reported
 // to on_refused with reason bad_channel or bad_framing.
@@ -84,6 +87,17 @@ struct message_buffer {
 };
 using incoming = std::shared_ptr<const message_buffer>;
 
+// Takes a large message piece by piece (peer_events::on_large), on the loop thread.
+class large_receiver {
+ public:
+  virtual ~large_receiver() = default;
+  // The next bytes of the message, the first piece's included (prefix and all), in order;
+  // `last` with its last byte. The span is valid during the call only.
+  virtual void on_bytes(std::span<const std::uint8_t> bytes, bool last) = 0;
+  // The link ended before the last byte; no call follows.
+  virtual void on_cut() = 0;
+};
+
 struct peer_events {
   // A connection of `key` passed the hello; `first` when no other connection of it was ready.
   std::function<void(const transport::public_key& key, const hello& h, bool first)> on_ready;
@@ -91,6 +105,11 @@ struct peer_events {
   // A peer (by key or address) was refused or a dial failed; `why` is a sentence for the log.
   std::function<void(const std::string& who, const std::string& reason, const std::string& why)>
       on_refused;
+  // The first piece of a large averaging message of `total` bytes (may be empty: everything
+  // goes to on_message): a receiver for the whole message, pieces included, or null.
+  std::function<std::shared_ptr<large_receiver>(
+      const transport::public_key& key, std::span<const std::uint8_t> first, std::size_t total)>
+      on_large;
 };
 
 struct peers_config {
@@ -102,11 +121,11 @@ struct peers_config {
   std::size_t pending_max = 64;       // messages queued per dial in progress
   std::size_t dials_max = 64;         // dials in progress
   // Messages over large_message_bytes (model shares) are offered and granted (see above), at
-  // most large_messages_max at a time, counting those being handled: keep no message_buffer
-  // beyond the call, or granting stalls (keep its `data` instead, bounding what is kept by
-  // other means).
+  // most large_messages_max at a time, counting those being handled or streamed: keep no
+  // message_buffer beyond the call, or granting stalls (keep its `data` instead, bounding what
+  // is kept by other means).
   std::size_t large_messages_max = 1;
-  std::size_t piece_bytes = std::size_t{1} << 20;  // the most of a large message per piece
+  std::size_t piece_bytes = large_message_bytes;  // per piece sent, 8 to large_message_bytes
   // A granted message that stops arriving, or our offer not granted, for this long: cut.
   std::chrono::milliseconds large_message_timeout{120'000};
 };

@@ -101,6 +101,69 @@ TEST_CASE("three embedded nodes reach the exact mean, and follow a local update"
   CHECK(values_of(*parsed) == values_of(m.nodes[2]->estimate().value()));
 }
 
+// 300,000 values (1.2 MB, more than a piece): shares stream in and are mixed as they arrive.
+std::vector<float> large_values(float scale) {
+  std::vector<float> v(300'000);
+  for (std::size_t k = 0; k < v.size(); ++k)
+    v[k] = scale * static_cast<float>(1 + k % 13);
+  return v;
+}
+
+double worst_relative(const std::vector<float>& got, const std::vector<float>& want) {
+  double worst = 0.0;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    const auto w = static_cast<double>(want[k]);
+    worst = std::max(worst, std::abs(static_cast<double>(got[k]) - w) / std::abs(w));
+  }
+  return worst;
+}
+
+TEST_CASE("nodes mix model-sized shares while they stream in, and reach the exact mean") {
+  mesh m;
+  for (float scale : {1.0f, 2.0f, 6.0f})
+    m.add(f32_model(large_values(scale)));
+  const auto exact = large_values(3.0f);
+  CHECK(run_until(m.io, [&] {
+    return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
+      return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
+    });
+  }));
+  for (const auto& n : m.nodes)
+    CHECK(n->status().shares_streamed > 0);
+}
+
+TEST_CASE("read while a share streams in, or cut short by a stop, the estimate stays whole") {
+  // Equal models: every estimate, at any moment, must be exactly that model. One that divided
+  // the elements a share has mixed by the wrong weight would be off by the share's part.
+  mesh m;
+  const auto v = large_values(1.0f);
+  for (int i = 0; i < 3; ++i)
+    m.add(f32_model(v));
+  double worst = 0.0;
+  std::uint64_t streamed = 0;
+  run_until(m.io, [&] {
+    for (const auto& n : m.nodes)
+      worst = std::max(worst, worst_relative(values_of(n->estimate().value()), v));
+    streamed = 0;
+    for (const auto& n : m.nodes)
+      streamed += n->status().shares_streamed;
+    return streamed >= 60;
+  });
+  CHECK(streamed >= 60);
+  CHECK(worst < 1e-6);
+  // Stopping nodes one by one cuts the shares they are receiving; the rest go on.
+  std::uint64_t cut = 0;
+  for (const auto& n : m.nodes) {
+    n->stop();
+    m.io.run_for(std::chrono::milliseconds(400));  // its links close: shares from it are cut
+    for (const auto& other : m.nodes)
+      CHECK(worst_relative(values_of(other->estimate().value()), v) < 1e-6);
+  }
+  for (const auto& n : m.nodes)
+    cut += n->status().shares_cut;
+  MESSAGE("shares cut: " << cut);
+}
+
 TEST_CASE("exact mode: five embedded nodes hold the same bits, the exact mean, after an epoch") {
   mesh m;
   const auto exact = [](node_options& o) {
