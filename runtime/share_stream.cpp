@@ -30,8 +30,8 @@ class share_stream final : public detail::large_receiver {
       used_ = 0;
     }
     if (!last) return;
+    if (auto ec = n_.averaging->end_share(n_.now_us(), n_)) return refuse(ec);
     open_ = false;
-    if (auto ec = n_.averaging->end_share(n_.now_us(), n_)) n_.refused_message(from_, ec);
   }
 
   void on_cut() override { cut_short(); }

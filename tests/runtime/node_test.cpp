@@ -187,8 +187,40 @@ TEST_CASE("exact mode: five embedded nodes hold the same bits, the exact mean, a
   CHECK(first == std::vector<float>{2, 4, 0.5f, -2});
 }
 
-// The CUDA path: where no GPU is usable the case says so and passes, unless
-// MWS_TEST_REQUIRE_CUDA is set (the GPU machine's runs set it, so a silent CPU fallback fails).
+// The CUDA path: where no GPU is usable a case says so and passes, unless MWS_TEST_REQUIRE_CUDA
+// is set (the GPU machine's runs set it, so a silent CPU fallback fails).
+bool cuda_usable(mesh& m) {
+  node_options probe;
+  probe.key_file = m.dir.path / "probe.key";
+  probe.device = gpu::backend_choice::cuda;
+  probe.log_min = log_level::error;
+  auto n = node::create(m.io.get_executor(), probe, f32_model({1}));
+  if (!n && std::getenv("MWS_TEST_REQUIRE_CUDA") == nullptr) {
+    MESSAGE("skipped: " << n.error().message);
+    return false;
+  }
+  REQUIRE_MESSAGE(n.has_value(), (n ? "" : n.error().message));
+  return true;
+}
+
+TEST_CASE("on a CUDA device, shares stream into device memory and reach the exact mean") {
+  mesh m;
+  if (!cuda_usable(m)) return;
+  const auto on_gpu = [](node_options& o) { o.device = gpu::backend_choice::cuda; };
+  for (float scale : {1.0f, 2.0f, 6.0f})
+    m.add(f32_model(large_values(scale)), on_gpu);
+  const auto exact = large_values(3.0f);
+  CHECK(run_until(m.io, [&] {
+    return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
+      return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
+    });
+  }));
+  for (const auto& n : m.nodes) {
+    CHECK(n->status().backend == "cuda");
+    CHECK(n->status().shares_streamed > 0);
+  }
+}
+
 TEST_CASE("on a CUDA device, embedded nodes mix in device memory and reach the exact mean") {
   for (const auto algorithm : {averaging::push_sum, averaging::exact}) {
     CAPTURE(to_string(algorithm));
@@ -198,18 +230,7 @@ TEST_CASE("on a CUDA device, embedded nodes mix in device memory and reach the e
       o.algorithm = algorithm;
       o.epoch_interval_us = 300'000;
     };
-    {
-      node_options probe;
-      probe.key_file = m.dir.path / "probe.key";
-      probe.device = gpu::backend_choice::cuda;
-      probe.log_min = log_level::error;
-      auto n = node::create(m.io.get_executor(), probe, f32_model({1}));
-      if (!n && std::getenv("MWS_TEST_REQUIRE_CUDA") == nullptr) {
-        MESSAGE("skipped: " << n.error().message);
-        return;
-      }
-      REQUIRE_MESSAGE(n.has_value(), (n ? "" : n.error().message));
-    }
+    if (!cuda_usable(m)) return;
     m.add(f32_model({1, 2, 3, 4}), on_gpu);
     m.add(f32_model({4, 4, 4, 4}), on_gpu);
     m.add(f32_model({-2, 0, 2, 7}), on_gpu);
