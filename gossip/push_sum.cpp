@@ -32,12 +32,10 @@ class push_sum_node final : public node_base {
   error_code reset_peer(peer_id peer) override {
     const auto i = peer_index(peer);
     if (!i) return errc::not_a_peer;
-    if (open_ && open_->peer == *i) {
-      if (auto ec = abort_share()) return ec;
-    }
+    const auto ec = open_ && open_->peer == *i ? abort_share() : error_code{};
     out_[*i] = {};
     in_[*i] = {};
-    return {};
+    return ec;
   }
 
   void start(time_us now_us, action_sink& out) override {
@@ -140,8 +138,9 @@ class push_sum_node final : public node_base {
   result<bool> admit(std::size_t i, const message_header& h, action_sink& out) {
     auto& link = in_[i];
     if (h.ack != 0) rebase_out(i, h.ack);
-    if (open_ && open_->peer == i && h.seq <= open_->header.seq) {  // a copy of the open one
-      ++stats_.ignored;
+    if (open_ && open_->peer == i) {
+      if (h.seq > open_->header.seq) return errc::out_of_turn;  // the sender resends it later
+      ++stats_.ignored;                                         // a copy of the open one
       return false;
     }
     if (h.seq <= link.seq) {  // older than what was applied: nothing new in it
@@ -185,7 +184,11 @@ class push_sum_node final : public node_base {
     const auto i = peer_index(from);
     if (!i) return errc::not_a_peer;
     if (h.kind != message_kind::push_sum_running) return errc::wrong_algorithm;
-    if (!std::isfinite(h.weight) || !(h.weight > 0.0)) return errc::bad_weight;
+    // A cut completes the rest by (w + weight) / w in f32: that must be finite.
+    if (!std::isfinite(h.weight) || !(h.weight > 0.0) ||
+        !std::isfinite(static_cast<float>((model_.w + h.weight) / model_.w))) {
+      return errc::bad_weight;
+    }
     auto fresh = admit(*i, h, out);
     if (!fresh || !*fresh) return fresh;
     open_ = streamed{*i, h, {h.weight, 0, 0}};
@@ -374,6 +377,7 @@ class push_sum_node final : public node_base {
     auto next = tensor_set::allocate(backend_, model_.spec);
     if (!next) return errc::backend_failed;
     const auto a = static_cast<float>(part);
+    MWS_ASSERT(!open_ || !link.sigma);  // a holding node sends only on acked links
     if (link.sigma) {
       const set_term grow[] = {{link.sigma.get(), 1.0f}, {&model_.x, a}};
       if (auto ec = mix(*next, grow)) return ec;

@@ -305,6 +305,7 @@ void node::stop() {
   n.stopped = true;
   if (n.running) {
     n.members->leave(n.now_us(), n);  // queued on open connections before they close
+    n.checkpoint_waiting = false;     // the one below
     n.cut_share();
     n.save_checkpoint();
     n.log.log(log_level::info, "node_stopping", {});

@@ -30,8 +30,10 @@ class share_stream final : public detail::large_receiver {
       used_ = 0;
     }
     if (!last) return;
+    if (!bytes_->done()) return refuse(gossip::errc::truncated);
     if (auto ec = n_.averaging->end_share(n_.now_us(), n_)) return refuse(ec);
     open_ = false;
+    n_.share_closed();
   }
 
   void on_cut() override { cut_short(); }
@@ -40,31 +42,39 @@ class share_stream final : public detail::large_receiver {
   void cut_short() {
     if (!open_) return;
     open_ = false;
-    if (n_.averaging->abort_share()) backend_failed();
+    if (n_.averaging->abort_share() == gossip::errc::backend_failed) backend_failed();
+    n_.share_closed();
   }
+
+  const public_key& from() const noexcept { return from_; }
 
  private:
   // One checked part into x: on a GPU through a device copy.
   boost::system::error_code mix(gpu::const_tensor_view part) {
     if (detail::host_backend(*n_.backend)) return n_.averaging->share_part(part);
     auto on_device = to_device(part);
-    if (!on_device) return on_device.error();
+    if (!on_device) return gossip::errc::backend_failed;
     return n_.averaging->share_part(*on_device);
   }
 
+  // A device copy of `part` in the node's scratch buffer, which the stream's work reads until
+  // the next synchronize. The host bytes (the piece, tensor_stream's carries) may be reused as
+  // soon as the copy is queued: a copy from pageable memory is staged before it returns. A
+  // pinned piece buffer would need a synchronize before its reuse.
   gpu::result<gpu::const_tensor_view> to_device(gpu::const_tensor_view part) {
     constexpr std::size_t scratch_bytes = 2 * detail::large_message_bytes;
     const auto bytes = (part.bytes() + 15) / 16 * 16;
-    if (!scratch_.data()) {
+    auto& scratch = n_.share_scratch;
+    if (!scratch.data()) {
       auto b = n_.backend->allocate(gpu::dtype::f32, scratch_bytes / 4, gpu::memory_space::device);
       if (!b) return b.error();
-      scratch_ = std::move(*b);
+      scratch = std::move(*b);
     }
     if (used_ + bytes > scratch_bytes) {  // parts already queued on the stream read it
       if (auto ec = n_.stream->synchronize()) return ec;
       used_ = 0;
     }
-    const gpu::tensor_view dst(static_cast<std::byte*>(scratch_.data()) + used_, part.numel,
+    const gpu::tensor_view dst(static_cast<std::byte*>(scratch.data()) + used_, part.numel,
                                part.type, gpu::memory_space::device);
     used_ += bytes;
     if (auto ec = n_.backend->copy(*n_.stream, dst, part)) return ec;
@@ -88,8 +98,7 @@ class share_stream final : public detail::large_receiver {
   std::optional<gossip::tensor_stream> bytes_;  // while open
   bool open_;
   std::size_t prefix_left_ = detail::channel_prefix_bytes;
-  gpu::buffer scratch_;  // device copies of parts (a GPU backend)
-  std::size_t used_ = 0;
+  std::size_t used_ = 0;  // bytes of the node's share_scratch queued since the last synchronize
 };
 
 }  // namespace
@@ -114,7 +123,11 @@ std::shared_ptr<detail::large_receiver> node::impl::stream_share(
   // Stopping: the final checkpoint is written; see on_message.
   if (stopped) return std::make_shared<share_stream>(*this, key, none, false);
   auto opened = averaging->begin_share(id_of(key), h->header, now_us(), *this);
-  if (!opened && opened.error() == gossip::errc::out_of_turn) return nullptr;  // one is open
+  // Another share open, or an averaging node that does not stream: whole, for on_message.
+  if (!opened && (opened.error() == gossip::errc::out_of_turn ||
+                  opened.error() == gossip::errc::not_supported)) {
+    return nullptr;
+  }
   if (!opened) refused_message(key, opened.error());
   const bool mix = opened && *opened;
   auto s = std::make_shared<share_stream>(*this, key, std::move(*h), mix);
@@ -125,8 +138,16 @@ std::shared_ptr<detail::large_receiver> node::impl::stream_share(
   return s;
 }
 
-void node::impl::cut_share() {
-  if (auto s = std::static_pointer_cast<share_stream>(streaming.lock())) s->cut_short();
+void node::impl::cut_share(const public_key* from) {
+  auto s = std::static_pointer_cast<share_stream>(streaming.lock());
+  if (s && (!from || s->from() == *from)) s->cut_short();
+}
+
+void node::impl::share_closed() {
+  if (!checkpoint_waiting) return;
+  checkpoint_waiting = false;
+  save_checkpoint();
+  next_checkpoint_us = now_us() + opts.checkpoint_interval_us;
 }
 
 }  // namespace mws::runtime

@@ -113,6 +113,8 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   std::uint64_t messages_refused = 0, peers_refused = 0, shares_streamed = 0;
   bool running = false, stopped = false;
   std::weak_ptr<detail::large_receiver> streaming;  // the share mixed while it arrives
+  gpu::buffer share_scratch;        // on a GPU: device copies of its parts (share_stream.cpp)
+  bool checkpoint_waiting = false;  // a checkpoint is due: written when the share ends
 
   impl(asio::any_io_executor e, node_options o, transport::identity id)
       : ex(std::move(e)),
@@ -267,6 +269,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       // The peer restarted and lost its link state; ours must start over too, or its new
       // running sums (seq 1, 2, ...) would be ignored as old.
       known->second = h.boot;
+      cut_share(&key);
       (void)averaging->reset_peer(id);
       log.log(log_level::info, "peer_restarted", {{"peer", hex_id(key)}});
     }
@@ -313,8 +316,11 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
   std::shared_ptr<detail::large_receiver> stream_share(const public_key& key,
                                                        std::span<const std::uint8_t> first,
                                                        std::size_t total);
-  // The share streaming in, if any, is completed from the node's estimate now (stopping).
-  void cut_share();
+  // The share streaming in (from `from`, or from anyone), if any, is completed from the node's
+  // estimate now: the node stops, or the peer restarted.
+  void cut_share(const public_key* from = nullptr);
+  // A streamed share ended (whole or cut): a checkpoint that waited for it is written.
+  void share_closed();
 
   // x / w of elements first, first + 1, ... of tensor t (x's bytes in `x`) into `out`, each
   // divided by its own weight: a share streaming in weighs the elements it has mixed more.

@@ -488,6 +488,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     buf->size = l.incoming;
     buf->slot = std::move(l.slot);
     l.assembling = std::move(buf);
+    l.piece.reset();  // `first` stays alive with the reader's own reference
     return true;
   }
 

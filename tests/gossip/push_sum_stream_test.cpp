@@ -169,6 +169,8 @@ TEST_CASE("streamed shares out of turn or off the manifest are refused") {
   auto bad = m.header;
   bad.weight = std::nan("");
   CHECK(n.node->begin_share({2}, bad, 0, n.out).error() == errc::bad_weight);
+  bad.weight = 1e39;  // completing a cut share would overflow f32
+  CHECK(n.node->begin_share({2}, bad, 0, n.out).error() == errc::bad_weight);
   bad = m.header;
   bad.kind = message_kind::sync_value;
   CHECK(n.node->begin_share({2}, bad, 0, n.out).error() == errc::wrong_algorithm);
@@ -178,6 +180,11 @@ TEST_CASE("streamed shares out of turn or off the manifest are refused") {
   const auto before = n.estimate();
   REQUIRE(!n.node->on_message({2}, m, 0, n.out));
   CHECK(n.node->stats().ignored == 1);
+  // A newer one from the same peer waits for the open one's end (its sender re-sends it).
+  auto newer = m;
+  newer.header.seq = 2;
+  newer.header.round = 1;
+  CHECK(n.node->on_message({2}, newer, 0, n.out) == errc::out_of_turn);
   check_near(n.estimate(), before);
   const float five[5] = {};
   CHECK(n.node->share_part({five, 5, gpu::dtype::f32, gpu::memory_space::host}) ==
@@ -191,7 +198,7 @@ TEST_CASE("streamed shares out of turn or off the manifest are refused") {
   REQUIRE(!n.node->share_part((*m.tensors)[1]));
   CHECK(n.node->share_part((*m.tensors)[1]) == errc::out_of_turn);  // nothing left
   REQUIRE(!n.node->end_share(0, n.out));
-  CHECK(n.node->stats().refused == 4);  // the refused begins
+  CHECK(n.node->stats().refused == 6);  // the refused begins and the newer one
   // Only a holding node streams.
   holder plain(v, 1.0, false);
   CHECK(plain.node->begin_share({2}, m.header, 0, plain.out).error() == errc::not_supported);
