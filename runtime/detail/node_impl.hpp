@@ -244,6 +244,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
       case k::failed:
       case k::left:
         averaging->on_link_down(id, now_us(), *this);
+        // Its held share was given up: what is queued for it goes too (a peer that left
+        // closes its own).
+        if (e.what == k::failed) links->close_peer(key);
         live.erase(key);
         update_members();
         metrics.add("mws_member_events_total", 1,

@@ -698,6 +698,15 @@ const peers_stats& peers::stats() const noexcept {
   return state_->stats;
 }
 
+void peers::close_peer(const public_key& key) {
+  auto& st = *state_;
+  std::vector<std::shared_ptr<link>> of_key;
+  for (auto [it, e] = st.ready.equal_range(key); it != e; ++it)
+    of_key.push_back(it->second);
+  for (const auto& l : of_key)
+    st.end(*l);
+}
+
 void peers::close_all() {
   auto& st = *state_;
   if (st.closing) return;

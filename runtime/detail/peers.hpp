@@ -159,6 +159,9 @@ class peers {
   // Peers' offers of large messages waiting for a slot now.
   std::size_t offers_waiting() const noexcept;
   const peers_stats& stats() const noexcept;
+  // Closes every connection of `key`, dropping what is queued on them (a peer declared failed:
+  // a share queued for it is not held until its link gives up). It may dial again later.
+  void close_peer(const transport::public_key& key);
   // Closes every connection (gracefully, in the background) and stops dialling.
   void close_all();
 

@@ -313,6 +313,28 @@ TEST_CASE("a link that ends while a message streams in tells its receiver, once"
   CHECK(b.streamed.empty());
 }
 
+TEST_CASE("closing a peer's links drops what waits for it, and it can be reached again") {
+  asio::io_context io;
+  endpoint a(io), b(io), c(io);
+  b.hold = true;  // b's only slot stays taken: a's second large message waits for its grant
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 1));
+  a.send(c, message_of(channel::membership, 10, 2));
+  REQUIRE(run_until(io, [&] { return b.got.size() == 1 && c.got.size() == 1; }));
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 3));
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 4));
+  REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));
+  const auto dropped = a.p->stats().dropped;
+  a.p->close_peer(b.id.public_key_bytes());
+  CHECK(a.p->stats().dropped == dropped + 2);
+  CHECK(a.p->connected_peers() == 1);  // c's link stays
+  b.hold = false;
+  b.held.clear();
+  const auto ping = message_of(channel::membership, 10, 5);
+  a.send(b, ping);  // dials b again
+  REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
+  CHECK(b.got[1] == std::pair{channel::membership, ping});
+}
+
 TEST_CASE("a granted large message must keep arriving, and its slot goes to the next offer") {
   asio::io_context io;
   endpoint b(io, std::chrono::milliseconds(300)), a(io);
