@@ -179,6 +179,8 @@ node_result<std::unique_ptr<node>> node::create(asio::any_io_executor executor,
   if (auto ec = n.upload(m->x, initial)) {
     return node_error{"cannot load the model into the backend: " + ec.message()};
   }
+  // x holds it now: the file's bytes go before a checkpoint's come in (peak 2x the model, not 3x).
+  { const model_file consumed = std::move(initial); }
   if (!n.opts.data_dir.empty()) {
     auto resumed = resume(n, *m);
     if (!resumed) return resumed.error();
