@@ -194,6 +194,9 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
 
   void send(gossip::peer_id to, gossip::message msg) override {
     const auto& key = keys.at(to.value);
+    // A re-send of a share that still waits in the queue (its receiver is busy) would keep it
+    // alive after its ack, beside the next share: one copy on its way is enough.
+    if (msg.tensors && links->queued(key, msg.tensors.get())) return;
     static constexpr std::array<std::uint8_t, 8> zeros{};
     detail::outgoing out;
     out.head = detail::channel_prefix(channel::averaging);
@@ -217,7 +220,10 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
         at = layout.tensor_offsets[t] + bytes.size();
       }
       if (layout.total_bytes > at) out.tail.emplace_back(zeros.data(), layout.total_bytes - at);
-      out.keep = std::move(host->keep);
+      // The payload itself too (not only its host copy, on a GPU): `what` stays its own.
+      out.keep = std::make_shared<std::pair<std::shared_ptr<const void>, gossip::payload_ptr>>(
+          std::move(host->keep), msg.tensors);
+      out.what = msg.tensors.get();
     }
     auto addr = addresses.find(key);
     links->send(key, addr == addresses.end() ? std::string{} : addr->second, std::move(out));

@@ -690,6 +690,14 @@ std::size_t peers::connected_peers() const {
   return n;
 }
 
+bool peers::queued(const public_key& key, const void* what) const {
+  for (auto [it, e] = state_->ready.equal_range(key); it != e; ++it) {
+    for (const auto& m : it->second->large)
+      if (m->what == what) return true;
+  }
+  return false;
+}
+
 std::size_t peers::offers_waiting() const noexcept {
   return state_->offers.size();
 }

@@ -75,6 +75,7 @@ struct outgoing {
   std::vector<std::uint8_t> head;
   std::vector<boost::asio::const_buffer> tail;
   std::shared_ptr<const void> keep;
+  const void* what = nullptr;  // what a large message carries, for queued() (may be null)
 };
 
 // A message as received: the whole buffer (prefix included). A handler may keep `data` (shared)
@@ -156,6 +157,8 @@ class peers {
   void send(const std::optional<transport::public_key>& key, const std::string& address,
             outgoing msg);
   std::size_t connected_peers() const;
+  // Whether a large message carrying `what` (outgoing::what) waits or is on its way to `key`.
+  bool queued(const transport::public_key& key, const void* what) const;
   // Peers' offers of large messages waiting for a slot now.
   std::size_t offers_waiting() const noexcept;
   const peers_stats& stats() const noexcept;

@@ -128,9 +128,9 @@ struct endpoint {
   std::uint16_t port() const { return listener->local_endpoint().port(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
 
-  void send(const endpoint& to, const bytes& m) {
+  void send(const endpoint& to, const bytes& m, const void* what = nullptr) {
     auto kept = std::make_shared<bytes>(m.begin() + channel_prefix_bytes, m.end());
-    outgoing out{channel_prefix(static_cast<channel>(m[0])), {asio::buffer(*kept)}, kept};
+    outgoing out{channel_prefix(static_cast<channel>(m[0])), {asio::buffer(*kept)}, kept, what};
     p->send(to.id.public_key_bytes(), to.address(), std::move(out));
   }
 
@@ -311,6 +311,25 @@ TEST_CASE("a link that ends while a message streams in tells its receiver, once"
   io.run_for(std::chrono::milliseconds(50));
   CHECK(b.cuts == 1);
   CHECK(b.streamed.empty());
+}
+
+TEST_CASE("a large message is queued for its peer until it has gone") {
+  asio::io_context io;
+  endpoint a(io), b(io);
+  b.hold = true;
+  const int first = 1, second = 2;
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 1), &first);
+  REQUIRE(run_until(io, [&] { return b.got.size() == 1; }));
+  CHECK(!a.p->queued(b.id.public_key_bytes(), &first));
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 2), &second);
+  REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));
+  CHECK(a.p->queued(b.id.public_key_bytes(), &second));  // offered, waiting for its grant
+  CHECK(!a.p->queued(b.id.public_key_bytes(), &first));
+  CHECK(!a.p->queued(a.id.public_key_bytes(), &second));
+  b.hold = false;
+  b.held.clear();
+  REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
+  CHECK(!a.p->queued(b.id.public_key_bytes(), &second));
 }
 
 TEST_CASE("closing a peer's links drops what waits for it, and it can be reached again") {
