@@ -72,6 +72,7 @@ void register_endpoints(node::impl& n, const node& self) {
     counter("mws_bytes_received_total", static_cast<double>(s.bytes_received));
     counter("mws_messages_dropped_total", static_cast<double>(n.links->stats().dropped));
     counter("mws_large_messages_granted_total", static_cast<double>(n.links->stats().granted));
+    counter("mws_shares_superseded_total", static_cast<double>(n.links->stats().superseded));
     r.set("mws_large_offers_waiting", static_cast<double>(n.links->offers_waiting()));
     counter("mws_local_updates_total", static_cast<double>(s.local_updates));
     counter("mws_shares_streamed_total", static_cast<double>(s.shares_streamed));
@@ -97,6 +98,8 @@ void declare_metrics(metrics_registry& m) {
   m.declare("mws_messages_refused_total", k::counter, "Messages refused as malformed or foreign.");
   m.declare("mws_large_messages_granted_total", k::counter,
             "Model-sized messages from peers admitted (one slot at a time).");
+  m.declare("mws_shares_superseded_total", k::counter,
+            "Queued copies of shares dropped unsent: acked through an earlier copy, or given up.");
   m.declare("mws_large_offers_waiting", k::gauge,
             "Peers' model-sized messages offered and waiting for a slot now.");
   m.declare("mws_peers_refused_total", k::counter,

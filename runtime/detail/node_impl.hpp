@@ -220,10 +220,15 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
         at = layout.tensor_offsets[t] + bytes.size();
       }
       if (layout.total_bytes > at) out.tail.emplace_back(zeros.data(), layout.total_bytes - at);
-      // The payload itself too (not only its host copy, on a GPU): `what` stays its own.
-      out.keep = std::make_shared<std::pair<std::shared_ptr<const void>, gossip::payload_ptr>>(
-          std::move(host->keep), msg.tensors);
+      out.keep = std::move(host->keep);
       out.what = msg.tensors.get();
+      // Push-sum holds a share until it is acked (or given up): a queued copy goes only while
+      // it does. On the CPU the payload is the bytes; on a GPU, `keep` is their host copy.
+      if (!exact() &&
+          layout.total_bytes + detail::channel_prefix_bytes > detail::large_message_bytes) {
+        out.owner = msg.tensors;
+        if (detail::host_backend(*backend)) out.keep.reset();
+      }
     }
     auto addr = addresses.find(key);
     links->send(key, addr == addresses.end() ? std::string{} : addr->second, std::move(out));

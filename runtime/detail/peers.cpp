@@ -34,7 +34,7 @@ struct link {
   bool closed = false;
   // Sending: small messages go whole and first; large ones are offered one at a time.
   std::deque<outgoing> small;
-  std::deque<std::shared_ptr<const outgoing>> large;  // shared with the piece being sent
+  std::deque<std::shared_ptr<outgoing>> large;  // shared with the piece being sent
   enum class offer_state { none, offered, granted } sending = offer_state::none;
   std::size_t large_sent = 0;  // bytes of large.front() sent in pieces
   std::uint64_t offers_sent = 0;
@@ -232,7 +232,7 @@ struct peers::state : std::enable_shared_from_this<state> {
     }
     put_length(msg.head, total);
     if (large) {
-      l.large.push_back(std::make_shared<const outgoing>(std::move(msg)));
+      l.large.push_back(std::make_shared<outgoing>(std::move(msg)));
     } else {
       l.small.push_back(std::move(msg));
     }
@@ -321,7 +321,7 @@ struct peers::state : std::enable_shared_from_this<state> {
 
   // What the writer sends next, or nothing while it must wait: small messages first, then the
   // offer of the next large message, or its next piece once granted.
-  static std::optional<to_send> next_to_send(link& l, std::size_t piece_bytes) {
+  std::optional<to_send> next_to_send(link& l, std::size_t piece_bytes) {
     using enum link::offer_state;
     if (!l.small.empty()) {
       to_send next{std::move(l.small.front())};
@@ -333,6 +333,7 @@ struct peers::state : std::enable_shared_from_this<state> {
       }
       return next;
     }
+    if (l.sending == none) drop_superseded(l);
     if (l.large.empty() || l.sending == offered) return std::nullopt;
     const auto& big = *l.large.front();
     const auto total = big.head.size() + asio::buffer_size(big.tail);
@@ -357,13 +358,24 @@ struct peers::state : std::enable_shared_from_this<state> {
     return next;
   }
 
+  // Before an offer: drops the large messages at the front whose owner has gone, and holds the
+  // next one's (its bytes must last until its last piece).
+  void drop_superseded(link& l) {
+    while (!l.large.empty() && l.large.front()->owner) {
+      auto& m = *l.large.front();
+      if ((m.keep = m.owner->lock())) return;
+      l.large.pop_front();
+      ++stats.superseded;
+    }
+  }
+
   static awaitable<void> write_loop(std::shared_ptr<state> st, std::shared_ptr<link> l) {
     const asio::const_buffer hello_part(st->hello_bytes.data(), st->hello_bytes.size());
     if (auto ec = co_await l->conn.send({&hello_part, 1})) co_return st->end(*l);
     std::vector<asio::const_buffer> parts;
     for (;;) {
       std::optional<to_send> next;
-      while (!l->closed && !(next = next_to_send(*l, st->cfg.piece_bytes))) {
+      while (!l->closed && !(next = st->next_to_send(*l, st->cfg.piece_bytes))) {
         l->wake.expires_at(asio::steady_timer::time_point::max());
         co_await l->wake.async_wait(asio::as_tuple(asio::use_awaitable));
       }
@@ -693,7 +705,7 @@ std::size_t peers::connected_peers() const {
 bool peers::queued(const public_key& key, const void* what) const {
   for (auto [it, e] = state_->ready.equal_range(key); it != e; ++it) {
     for (const auto& m : it->second->large)
-      if (m->what == what) return true;
+      if (m->what == what && (!m->owner || !m->owner->expired())) return true;
   }
   return false;
 }

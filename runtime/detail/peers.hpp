@@ -71,11 +71,16 @@ inline constexpr std::size_t large_message_bytes = std::size_t{1} << 20;
 
 // One message to send: `head` (starting with the channel prefix, whose length field send()
 // fills in) then the `tail` spans, whose memory `keep` owns until the message is written.
+// A large message may instead name its tail's owner weakly (`owner`): it is then sent only if
+// the owner is still alive when its turn comes, and held from its offer on; else dropped
+// (counted in peers_stats::superseded). A share its sender has let go of (acked through an
+// earlier copy, or given up) thus never keeps its memory alive in a queue.
 struct outgoing {
   std::vector<std::uint8_t> head;
   std::vector<boost::asio::const_buffer> tail;
   std::shared_ptr<const void> keep;
   const void* what = nullptr;  // what a large message carries, for queued() (may be null)
+  std::optional<std::weak_ptr<const void>> owner{};
 };
 
 // A message as received: the whole buffer (prefix included). A handler may keep `data` (shared)
@@ -136,6 +141,7 @@ struct peers_stats {
   std::uint64_t dials = 0;
   std::uint64_t dials_failed = 0;
   std::uint64_t granted = 0;         // large messages granted to peers
+  std::uint64_t superseded = 0;      // large messages whose owner had gone before their turn
   std::uint64_t bytes_sent = 0;      // of whole messages, prefix included; no offers, grants
   std::uint64_t bytes_received = 0;  // or piece prefixes
   std::uint64_t messages_sent = 0;
@@ -157,7 +163,8 @@ class peers {
   void send(const std::optional<transport::public_key>& key, const std::string& address,
             outgoing msg);
   std::size_t connected_peers() const;
-  // Whether a large message carrying `what` (outgoing::what) waits or is on its way to `key`.
+  // Whether a large message carrying `what` (outgoing::what, its owner alive) waits or is on
+  // its way to `key`.
   bool queued(const transport::public_key& key, const void* what) const;
   // Peers' offers of large messages waiting for a slot now.
   std::size_t offers_waiting() const noexcept;

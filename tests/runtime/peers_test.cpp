@@ -332,6 +332,39 @@ TEST_CASE("a large message is queued for its peer until it has gone") {
   CHECK(!a.p->queued(b.id.public_key_bytes(), &second));
 }
 
+TEST_CASE("a large message whose owner has gone before its turn is dropped, not sent") {
+  asio::io_context io;
+  endpoint a(io), b(io);
+  b.hold = true;  // the first keeps b's only slot: the others wait
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 1));
+  REQUIRE(run_until(io, [&] { return b.got.size() == 1; }));
+  const auto send_owned = [&](const bytes& m, const std::shared_ptr<bytes>& owner) {
+    *owner = bytes(m.begin() + channel_prefix_bytes, m.end());
+    outgoing out{channel_prefix(channel::averaging), {asio::buffer(*owner)}, nullptr, owner.get()};
+    out.owner = owner;
+    a.p->send(b.id.public_key_bytes(), b.address(), std::move(out));
+  };
+  auto gone = std::make_shared<bytes>(), kept = std::make_shared<bytes>();
+  const auto second = message_of(channel::averaging, 2 * large_bytes, 2);
+  const auto third = message_of(channel::averaging, 2 * large_bytes, 3);
+  send_owned(second, gone);
+  send_owned(third, kept);
+  REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));  // the second, offered
+  CHECK(a.p->queued(b.id.public_key_bytes(), kept.get()));
+  const auto* third_what = kept.get();
+  kept.reset();  // the third's owner goes while it waits behind the second
+  CHECK(!a.p->queued(b.id.public_key_bytes(), third_what));
+  gone.reset();  // the second was offered: it holds its bytes and still goes
+  b.hold = false;
+  b.held.clear();
+  REQUIRE(run_until(io, [&] { return a.p->stats().superseded == 1; }));
+  REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
+  CHECK(b.got[1] == std::pair{channel::averaging, second});
+  io.run_for(std::chrono::milliseconds(100));
+  CHECK(b.got.size() == 2);
+  CHECK(b.refused.empty());
+}
+
 TEST_CASE("closing a peer's links drops what waits for it, and it can be reached again") {
   asio::io_context io;
   endpoint a(io), b(io), c(io);
