@@ -196,7 +196,7 @@ struct node::impl : gossip::membership_sink, gossip::action_sink {
     const auto& key = keys.at(to.value);
     // A re-send of a share that still waits in the queue (its receiver is busy) would keep it
     // alive after its ack, beside the next share: one copy on its way is enough.
-    if (msg.tensors && links->queued(key, msg.tensors.get())) return;
+    if (!exact() && msg.tensors && links->queued(key, msg.tensors.get())) return;
     static constexpr std::array<std::uint8_t, 8> zeros{};
     detail::outgoing out;
     out.head = detail::channel_prefix(channel::averaging);

@@ -225,6 +225,16 @@ struct peers::state : std::enable_shared_from_this<state> {
   void enqueue(link& l, outgoing msg) {
     const auto total = msg.head.size() + asio::buffer_size(msg.tail);
     const bool large = total > large_message_bytes;
+    // Copies whose owner has gone take no room (the front, once offered, is being sent).
+    if (large) {
+      const std::size_t first = l.sending == link::offer_state::none ? 0 : 1;
+      for (std::size_t i = l.large.size(); i-- > first;) {
+        const auto& m = *l.large[i];
+        if (!m.owner || !m.owner->expired()) continue;
+        l.large.erase(l.large.begin() + static_cast<std::ptrdiff_t>(i));
+        ++stats.superseded;
+      }
+    }
     if (l.closed ||
         (large ? l.large.size() >= cfg.large_outbox_max : l.small.size() >= cfg.outbox_max)) {
       ++stats.dropped;
@@ -363,7 +373,7 @@ struct peers::state : std::enable_shared_from_this<state> {
   void drop_superseded(link& l) {
     while (!l.large.empty() && l.large.front()->owner) {
       auto& m = *l.large.front();
-      if ((m.keep = m.owner->lock())) return;
+      if ((m.held = m.owner->lock())) return;
       l.large.pop_front();
       ++stats.superseded;
     }
@@ -703,10 +713,10 @@ std::size_t peers::connected_peers() const {
 }
 
 bool peers::queued(const public_key& key, const void* what) const {
-  for (auto [it, e] = state_->ready.equal_range(key); it != e; ++it) {
-    for (const auto& m : it->second->large)
-      if (m->what == what && (!m->owner || !m->owner->expired())) return true;
-  }
+  const auto [first, last] = state_->ready.equal_range(key);
+  if (first == last) return false;
+  for (const auto& m : std::prev(last)->second->large)  // the newest: the one send() uses
+    if (m->what == what && m->owner && !m->owner->expired()) return true;
   return false;
 }
 

@@ -81,6 +81,7 @@ struct outgoing {
   std::shared_ptr<const void> keep;
   const void* what = nullptr;  // what a large message carries, for queued() (may be null)
   std::optional<std::weak_ptr<const void>> owner{};
+  std::shared_ptr<const void> held{};  // the owner, from the offer on (peers sets it)
 };
 
 // A message as received: the whole buffer (prefix included). A handler may keep `data` (shared)
@@ -163,8 +164,8 @@ class peers {
   void send(const std::optional<transport::public_key>& key, const std::string& address,
             outgoing msg);
   std::size_t connected_peers() const;
-  // Whether a large message carrying `what` (outgoing::what, its owner alive) waits or is on
-  // its way to `key`.
+  // Whether a large message carrying `what`, with a live owner (outgoing::owner), waits or is
+  // on its way to `key` on the connection send() would use.
   bool queued(const transport::public_key& key, const void* what) const;
   // Peers' offers of large messages waiting for a slot now.
   std::size_t offers_waiting() const noexcept;

@@ -132,11 +132,14 @@ TEST_CASE("nodes mix model-sized shares while they stream in, and reach the exac
   for (float scale : {1.0f, 2.0f, 6.0f})
     m.add(f32_model(large_values(scale)));
   const auto exact = large_values(3.0f);
-  CHECK(run_until(m.io, [&] {
-    return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
-      return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
-    });
-  }));
+  CHECK(run_until(
+      m.io,
+      [&] {
+        return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
+          return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
+        });
+      },
+      std::chrono::milliseconds(200)));
   for (const auto& n : m.nodes)
     CHECK(n->status().shares_streamed > 0);
 }
@@ -150,15 +153,18 @@ TEST_CASE("read while a share streams in, or cut short by a stop, the estimate s
     m.add(f32_model(v));
   double worst = 0.0;
   std::uint64_t streamed = 0;
-  run_until(m.io, [&] {
-    for (const auto& n : m.nodes)
-      worst = std::max(worst, worst_relative(values_of(n->estimate().value()), v));
-    streamed = 0;
-    for (const auto& n : m.nodes)
-      streamed += n->status().shares_streamed;
-    return streamed >= 60;
-  });
-  CHECK(streamed >= 60);
+  run_until(
+      m.io,
+      [&] {
+        for (const auto& n : m.nodes)
+          worst = std::max(worst, worst_relative(values_of(n->estimate().value()), v));
+        streamed = 0;
+        for (const auto& n : m.nodes)
+          streamed += n->status().shares_streamed;
+        return streamed >= 30;
+      },
+      std::chrono::milliseconds(30));
+  CHECK(streamed >= 30);
   CHECK(worst < 1e-6);
   // Stopping nodes one by one cuts the shares they are receiving; the rest go on.
   std::uint64_t cut = 0;
@@ -346,11 +352,14 @@ TEST_CASE("on a CUDA device, shares stream into device memory and reach the exac
   for (float scale : {1.0f, 2.0f, 6.0f})
     m.add(f32_model(large_values(scale)), on_gpu);
   const auto exact = large_values(3.0f);
-  CHECK(run_until(m.io, [&] {
-    return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
-      return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
-    });
-  }));
+  CHECK(run_until(
+      m.io,
+      [&] {
+        return std::all_of(m.nodes.begin(), m.nodes.end(), [&](const auto& n) {
+          return worst_relative(values_of(n->estimate().value()), exact) < 1e-5;
+        });
+      },
+      std::chrono::milliseconds(200)));
   for (const auto& n : m.nodes) {
     CHECK(n->status().backend == "cuda");
     CHECK(n->status().shares_streamed > 0);

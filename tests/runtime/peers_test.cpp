@@ -128,9 +128,14 @@ struct endpoint {
   std::uint16_t port() const { return listener->local_endpoint().port(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
 
-  void send(const endpoint& to, const bytes& m, const void* what = nullptr) {
+  // `owner`: the message goes only while it lives (outgoing::owner); its bytes stay `m`'s copy.
+  void send(const endpoint& to, const bytes& m, const std::shared_ptr<const void>& owner = {}) {
     auto kept = std::make_shared<bytes>(m.begin() + channel_prefix_bytes, m.end());
-    outgoing out{channel_prefix(static_cast<channel>(m[0])), {asio::buffer(*kept)}, kept, what};
+    outgoing out{channel_prefix(static_cast<channel>(m[0])), {asio::buffer(*kept)}, kept};
+    if (owner) {
+      out.what = owner.get();
+      out.owner = owner;
+    }
     p->send(to.id.public_key_bytes(), to.address(), std::move(out));
   }
 
@@ -313,23 +318,53 @@ TEST_CASE("a link that ends while a message streams in tells its receiver, once"
   CHECK(b.streamed.empty());
 }
 
-TEST_CASE("a large message is queued for its peer until it has gone") {
+TEST_CASE("a large message is queued for its peer until it has gone, and goes whole") {
+  // Its bytes are owned apart from its owner (as a GPU's host copy is): only the message holds
+  // them, and they must last to its last piece.
   asio::io_context io;
   endpoint a(io), b(io);
   b.hold = true;
-  const int first = 1, second = 2;
-  a.send(b, message_of(channel::averaging, 2 * large_bytes, 1), &first);
+  const auto first = std::make_shared<int>(1), second = std::make_shared<int>(2);
+  const auto big = message_of(channel::averaging, 2 * large_bytes, 1);
+  a.send(b, big, first);
   REQUIRE(run_until(io, [&] { return b.got.size() == 1; }));
-  CHECK(!a.p->queued(b.id.public_key_bytes(), &first));
-  a.send(b, message_of(channel::averaging, 2 * large_bytes, 2), &second);
+  CHECK(b.got[0] == std::pair{channel::averaging, big});
+  CHECK(!a.p->queued(b.id.public_key_bytes(), first.get()));
+  const auto next = message_of(channel::averaging, 2 * large_bytes, 2);
+  a.send(b, next, second);
   REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));
-  CHECK(a.p->queued(b.id.public_key_bytes(), &second));  // offered, waiting for its grant
-  CHECK(!a.p->queued(b.id.public_key_bytes(), &first));
-  CHECK(!a.p->queued(a.id.public_key_bytes(), &second));
+  CHECK(a.p->queued(b.id.public_key_bytes(), second.get()));  // offered, waiting for its grant
+  CHECK(!a.p->queued(b.id.public_key_bytes(), first.get()));
+  CHECK(!a.p->queued(a.id.public_key_bytes(), second.get()));
   b.hold = false;
   b.held.clear();
   REQUIRE(run_until(io, [&] { return b.got.size() == 2; }));
-  CHECK(!a.p->queued(b.id.public_key_bytes(), &second));
+  CHECK(b.got[1] == std::pair{channel::averaging, next});
+  CHECK(!a.p->queued(b.id.public_key_bytes(), second.get()));
+}
+
+TEST_CASE("copies whose owner has gone leave the queue and its room") {
+  asio::io_context io;
+  endpoint a(io), b(io);
+  b.hold = true;
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 1));
+  REQUIRE(run_until(io, [&] { return b.got.size() == 1; }));
+  a.send(b, message_of(channel::averaging, 2 * large_bytes, 2));  // offered, waits
+  REQUIRE(run_until(io, [&] { return b.p->offers_waiting() == 1; }));
+  for (int k = 0; k < 3; ++k) {  // the outbox's other 3 places, each a copy given up
+    auto gone = std::make_shared<int>(k);
+    a.send(b, message_of(channel::averaging, 2 * large_bytes, 3), gone);
+  }
+  const auto dropped = a.p->stats().dropped;
+  auto live = std::make_shared<int>(9);
+  const auto last = message_of(channel::averaging, 2 * large_bytes, 4);
+  a.send(b, last, live);  // finds room: the 3 copies go
+  CHECK(a.p->stats().superseded == 3);
+  CHECK(a.p->stats().dropped == dropped);
+  b.hold = false;
+  b.held.clear();
+  REQUIRE(run_until(io, [&] { return b.got.size() == 3; }));
+  CHECK(b.got[2] == std::pair{channel::averaging, last});
 }
 
 TEST_CASE("a large message whose owner has gone before its turn is dropped, not sent") {
