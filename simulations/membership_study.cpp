@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -50,6 +51,7 @@ class study {
   }
 
   membership_study_result run() {
+    next_report_us_ = c_.progress_interval_us;
     // Bootstrap: every node but the joiner starts knowing the others, as after a long-ago join,
     // each at its own moment within start_spread_us (see start()).
     for (node_id i = 0; i < joiner(); ++i) {
@@ -75,12 +77,14 @@ class study {
     const node_id leaver = c_.nodes - 2, crashed = c_.nodes - 3;
     // Join.
     const sim_time_us join_at = t;
+    phase_ = "join";
     started_[joiner()] = 1;
     nodes_[joiner()]->start(t, *sinks_[joiner()]);
     run_until(t += c_.phase_us);
     r.join_spread_s = spread(joined_at_, join_at, {joiner()});
     // Leave: announce, then stop a second later.
     const sim_time_us leave_at = t;
+    phase_ = "leave";
     nodes_[leaver]->leave(t, *sinks_[leaver]);
     run_until(t + 1'000'000);
     stop(leaver);
@@ -88,6 +92,7 @@ class study {
     r.leave_spread_s = spread(gone_at_, leave_at, {leaver});
     // Crash.
     crash_at_ = t;
+    phase_ = "crash";
     stop(crashed);
     crashed_ = crashed;
     run_until(t += c_.phase_us);
@@ -150,7 +155,19 @@ class study {
     return store_.size() - 1;
   }
 
+  // Runs to t, stopping at each multiple of the progress interval to report.
   void run_until(sim_time_us t) {
+    if (c_.on_progress && c_.progress_interval_us > 0) {
+      for (; next_report_us_ <= t; next_report_us_ += c_.progress_interval_us) {
+        step(next_report_us_);
+        c_.on_progress({phase_, static_cast<double>(next_report_us_) / 1e6, engine_.dispatched(),
+                        suspicions_, messages_, backlog()});
+      }
+    }
+    step(t);
+  }
+
+  void step(sim_time_us t) {
     engine_.run_until(t, [&](const event& e) {
       const bool up = started_[e.dst] && !net_.down(e.dst);
       if (e.kind == event_kind::deliver) {
@@ -246,6 +263,8 @@ class study {
   sim_time_us first_suspicion_us_ = -1;
   std::uint64_t false_failures_ = 0, suspicions_ = 0, messages_ = 0;
   bool observing_ = false;
+  const char* phase_ = "settle";
+  sim_time_us next_report_us_ = 0;
 };
 
 }  // namespace
