@@ -67,10 +67,11 @@ class study {
     observing_ = true;
     // Settle: at least settle_us, then until the bootstrap's backlog of broadcasts has drained
     // (a long-running mesh has none), at most 20 times settle_us.
-    sim_time_us t = c_.settle_us;
+    const sim_time_us settle_max = c_.settle_max_us > 0 ? c_.settle_max_us : 20 * c_.settle_us;
+    sim_time_us t = std::min(c_.settle_us, settle_max);
     run_until(t);
-    while (t < 20 * c_.settle_us && backlog() > 0)
-      run_until(t += c_.settle_us / 4);
+    while (t < settle_max && backlog() > 0)
+      run_until(t = std::min(t + c_.settle_us / 4, settle_max));
     roster_ = {};
 
     membership_study_result r;
@@ -161,7 +162,7 @@ class study {
       for (; next_report_us_ <= t; next_report_us_ += c_.progress_interval_us) {
         step(next_report_us_);
         c_.on_progress({phase_, static_cast<double>(next_report_us_) / 1e6, engine_.dispatched(),
-                        suspicions_, messages_, backlog()});
+                        suspicions_, messages_, false_failures_, backlog()});
       }
     }
     step(t);
@@ -291,6 +292,8 @@ membership_study_result run_membership_study(const membership_study_config& conf
   if (!(config.reach > 0.0 && config.reach <= 1.0))
     throw std::invalid_argument("reach must be in (0, 1]");
   if (config.start_spread_us < 0) throw std::invalid_argument("the start spread must be >= 0");
+  if (config.settle_us <= 0 || config.settle_max_us < 0 || config.phase_us <= 0)
+    throw std::invalid_argument("the settle and phase times must be > 0");
   return study(config).run();
 }
 
