@@ -110,35 +110,53 @@ void key_index::grow(const KeyOf& key_of) {
 
 // ---- detail::rank_counts -------------------------------------------------------------------
 
-void rank_counts::build(std::vector<std::uint32_t> flags) {
-  tree_ = std::move(flags);
+void rank_counts::build(const std::vector<std::uint8_t>& flags) {
+  size_ = flags.size();
+  bits_.assign((size_ + 63) / 64, 0);
+  tree_.assign(bits_.size(), 0);
+  for (std::size_t p = 0; p < size_; ++p) {
+    if (flags[p]) bits_[p / 64] |= std::uint64_t{1} << (p % 64);
+  }
   for (std::size_t i = 1; i <= tree_.size(); ++i) {
+    tree_[i - 1] += static_cast<std::uint32_t>(std::popcount(bits_[i - 1]));
     const std::size_t parent = i + (i & (0 - i));
     if (parent <= tree_.size()) tree_[parent - 1] += tree_[i - 1];
   }
 }
 
 void rank_counts::add(std::size_t pos, bool set) {
-  for (std::size_t i = pos + 1; i <= tree_.size(); i += i & (0 - i))
+  MWS_ASSERT(pos < size_);
+  const std::uint64_t bit = std::uint64_t{1} << (pos % 64);
+  MWS_ASSERT(((bits_[pos / 64] & bit) != 0) != set);
+  bits_[pos / 64] ^= bit;
+  for (std::size_t i = pos / 64 + 1; i <= tree_.size(); i += i & (0 - i))
     tree_[i - 1] = set ? tree_[i - 1] + 1 : tree_[i - 1] - 1;
 }
 
 std::size_t rank_counts::before(std::size_t pos) const noexcept {
   std::size_t sum = 0;
-  for (std::size_t i = pos; i > 0; i -= i & (0 - i))
+  for (std::size_t i = pos / 64; i > 0; i -= i & (0 - i))
     sum += tree_[i - 1];
+  if (pos % 64 != 0)
+    sum += static_cast<std::size_t>(
+        std::popcount(bits_[pos / 64] & ((std::uint64_t{1} << (pos % 64)) - 1)));
   return sum;
 }
 
 std::size_t rank_counts::nth(std::size_t k) const noexcept {
-  std::size_t pos = 0;
+  std::size_t word = 0;  // words before the one that holds the answer
   for (std::size_t step = std::bit_floor(tree_.size()); step > 0; step /= 2) {
-    if (pos + step <= tree_.size() && tree_[pos + step - 1] <= k) {
-      pos += step;
-      k -= tree_[pos - 1];
+    if (word + step <= tree_.size() && tree_[word + step - 1] <= k) {
+      word += step;
+      k -= tree_[word - 1];
     }
   }
-  return pos;
+  if (word == bits_.size()) return size_;
+  std::uint64_t w = bits_[word];
+  if (static_cast<std::size_t>(std::popcount(w)) <= k) return size_;
+  for (; k > 0; --k)
+    w &= w - 1;  // drop the lowest set bit
+  return word * 64 + static_cast<std::size_t>(std::countr_zero(w));
 }
 
 }  // namespace detail
@@ -272,10 +290,8 @@ member_table::slot member_table::next_used(slot s) const noexcept {
 }
 
 std::size_t member_table::position(slot s) const {
-  const auto at = std::lower_bound(by_key_.begin(), by_key_.end(), rows_[s].id,
-                                   [&](slot x, const node_key& k) { return rows_[x].id < k; });
-  MWS_ASSERT(at != by_key_.end() && *at == s);
-  return static_cast<std::size_t>(at - by_key_.begin());
+  MWS_ASSERT(counted_ && s < position_.size() && by_key_[position_[s]] == s);
+  return position_[s];
 }
 
 // Newcomers are sorted on demand, together: a node that learns a whole table from one push-pull
@@ -290,14 +306,16 @@ void member_table::sort() {
     counted_ = false;
   }
   if (!counted_) {
-    std::vector<std::uint32_t> alive(by_key_.size()), live(by_key_.size());
+    std::vector<std::uint8_t> alive(by_key_.size()), live(by_key_.size());
+    position_.assign(rows_.size(), 0);
     for (std::size_t i = 0; i < by_key_.size(); ++i) {
       const member_state state = rows_[by_key_[i]].state;
       alive[i] = state == member_state::alive;
       live[i] = state == member_state::alive || state == member_state::suspect;
+      position_[by_key_[i]] = static_cast<std::uint32_t>(i);
     }
-    alive_by_key_.build(std::move(alive));
-    live_by_key_.build(std::move(live));
+    alive_by_key_.build(alive);
+    live_by_key_.build(live);
     counted_ = true;
   }
 }
@@ -337,6 +355,7 @@ membership::membership(membership_config cfg)
     : cfg_(std::move(cfg)),
       rng_(cfg_.seed),
       members_(salt_of(cfg_.seed, 1)),
+      suspicion_index_(salt_of(cfg_.seed, 3)),
       broadcast_index_(salt_of(cfg_.seed, 2)) {
   MWS_ASSERT(cfg_.probe_interval_us > 0);
   MWS_ASSERT(cfg_.probe_timeout_us > 0 && cfg_.probe_timeout_us < cfg_.probe_interval_us);
@@ -539,13 +558,15 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   if (m == member_table::none || u.incarnation < members_.incarnation(m)) return;
   if (members_.state(m) == member_state::suspect && u.incarnation == members_.incarnation(m)) {
     // An independent confirmation shortens the suspicion (Lifeguard).
-    auto& s = suspicions_[u.id];
+    const std::uint32_t at = find_suspicion(u.id);
+    MWS_ASSERT(at != detail::key_index::none);  // a suspect has its suspicion until it ends
+    suspicion& s = suspicions_[at];
     const bool known = u.accuser == s.first_accuser ||
                        std::find(s.confirmations.begin(), s.confirmations.end(), u.accuser) !=
                            s.confirmations.end();
     if (!known && s.confirmations.size() < s.expected) {
       s.confirmations.push_back(u.accuser);
-      schedule(u.id, s);
+      schedule(at, s.deadline_us);
       queue(u);  // spread the independent confirmation too
     }
     return;
@@ -560,7 +581,16 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   end_suspicion(u.id);
   members_.set_status(m, member_state::suspect, u.incarnation, now_us, u.accuser);
   const std::size_t n = alive_count();
-  suspicion s;
+  std::uint32_t at;
+  if (free_suspicions_.empty()) {
+    at = static_cast<std::uint32_t>(suspicions_.size());
+    suspicions_.emplace_back();
+  } else {
+    at = free_suspicions_.back();
+    free_suspicions_.pop_back();
+  }
+  suspicion& s = suspicions_[at];
+  s.id = u.id;
   s.start_us = now_us;
   s.first_accuser = u.accuser;
   // Confirmations can come only from members other than the suspect and the first accuser.
@@ -571,7 +601,10 @@ void membership::on_suspect(const member_update& u, const node_key&, time_us now
   s.min_us = static_cast<time_us>(cfg_.suspicion_multiplier * rounds *
                                   static_cast<double>(cfg_.probe_interval_us));
   s.max_us = s.min_us * cfg_.suspicion_max_factor;
-  schedule(u.id, suspicions_[u.id] = std::move(s));
+  s.confirmations.clear();
+  suspicion_index_.insert(u.id, at,
+                          [&](std::uint32_t x) -> const node_key& { return suspicions_[x].id; });
+  schedule(at, -1);
   queue(u);
   if (!was_suspect) emit(membership_event::kind::suspected, u.id, out);
 }
@@ -737,7 +770,7 @@ void membership::check_suspicions(time_us now_us, membership_sink& out) {
   std::vector<node_key> due;
   for (auto it = suspicion_deadlines_.begin();
        it != suspicion_deadlines_.end() && it->first <= now_us; ++it)
-    due.push_back(it->second);
+    due.push_back(suspicions_[it->second].id);
   std::sort(due.begin(), due.end());  // events and broadcasts in key order, as ever
   std::vector<member_update> expired;
   for (const auto& id : due) {
@@ -750,17 +783,25 @@ void membership::check_suspicions(time_us now_us, membership_sink& out) {
 
 // Suspicions by deadline, so that ticks and timers look only at the earliest (a big mesh under
 // loss keeps hundreds open at every node).
-void membership::schedule(const node_key& id, suspicion& s) {
-  suspicion_deadlines_.erase({s.deadline_us, id});
+std::uint32_t membership::find_suspicion(const node_key& id) const {
+  return suspicion_index_.find(
+      id, [&](std::uint32_t x) -> const node_key& { return suspicions_[x].id; });
+}
+
+// old_deadline_us: where the suspicion stands in suspicion_deadlines_ (-1: not yet there).
+void membership::schedule(std::uint32_t at, time_us old_deadline_us) {
+  suspicion& s = suspicions_[at];
+  if (old_deadline_us >= 0) suspicion_deadlines_.erase({old_deadline_us, at});
   s.deadline_us = s.start_us + suspicion_timeout(s);
-  suspicion_deadlines_.insert({s.deadline_us, id});
+  suspicion_deadlines_.insert({s.deadline_us, at});
 }
 
 void membership::end_suspicion(const node_key& id) {
-  const auto it = suspicions_.find(id);
-  if (it == suspicions_.end()) return;
-  suspicion_deadlines_.erase({it->second.deadline_us, id});
-  suspicions_.erase(it);
+  const std::uint32_t at = find_suspicion(id);
+  if (at == detail::key_index::none) return;
+  suspicion_deadlines_.erase({suspicions_[at].deadline_us, at});
+  suspicion_index_.erase(id, [&](std::uint32_t x) -> const node_key& { return suspicions_[x].id; });
+  free_suspicions_.push_back(at);
 }
 
 void membership::check_relays(time_us now_us, membership_sink& out) {

@@ -195,17 +195,24 @@ class key_index {
   std::uint64_t salt_;
 };
 
-// How many of positions 0..n-1 are set, by prefix (a Fenwick tree): O(log n) to flip a
-// position, count those before one, or find the k-th set one.
+// How many of positions 0..n-1 are set, by prefix: O(log n) to flip a position, count those
+// before one, or find the k-th set one. One bit per position, and a Fenwick tree over the counts
+// of each 64-bit word: every node holds two of these over its whole table, so they are kept
+// small (n/4 bytes, where a Fenwick tree of one count per position took 8n) and an update
+// touches a few cache lines instead of one per level.
 class rank_counts {
  public:
-  void build(std::vector<std::uint32_t> flags);  // one 0 or 1 per position, O(n)
-  void add(std::size_t pos, bool set);           // a position becomes set (or unset)
+  void build(const std::vector<std::uint8_t>& flags);  // one 0 or 1 per position, O(n)
+  void add(std::size_t pos, bool set);                 // a position becomes set (or unset)
   std::size_t before(std::size_t pos) const noexcept;
-  std::size_t nth(std::size_t k) const noexcept;  // the position with k set ones before it
+  // The position with k set ones before it; size() when there are no more than k.
+  std::size_t nth(std::size_t k) const noexcept;
+  std::size_t size() const noexcept { return size_; }
 
  private:
-  std::vector<std::uint32_t> tree_;  // tree_[i - 1] counts positions (i - lowbit(i), i]
+  std::vector<std::uint64_t> bits_;  // position p is bit p % 64 of bits_[p / 64]
+  std::vector<std::uint32_t> tree_;  // tree_[i - 1] counts the set bits of words (i - lowbit(i), i]
+  std::size_t size_ = 0;
 };
 
 }  // namespace detail
@@ -315,6 +322,9 @@ class member_table {
   std::size_t alive_ = 0, live_ = 0;
   std::vector<slot> by_key_;  // sorted up to sorted_, newcomers after
   std::size_t sorted_ = 0;
+  // by slot: the place in by_key_, valid when counted_ (a binary search over the rows cost one
+  // cache miss per step, twice for every suspicion every node hears of)
+  std::vector<std::uint32_t> position_;
   detail::rank_counts alive_by_key_;  // over by_key_, valid when counted_
   detail::rank_counts live_by_key_;   // the same for live (alive or suspect) members
   bool counted_ = false;
@@ -365,6 +375,7 @@ class membership {
     time_us nack_at_us = 0;
   };
   struct suspicion {
+    node_key id;  // the suspect
     time_us start_us = 0;
     node_key first_accuser;
     std::vector<node_key> confirmations;
@@ -419,7 +430,8 @@ class membership {
   void gossip_to_random_members(membership_sink& out);
   void reconnect(time_us now_us, membership_sink& out);
   time_us reconnect_interval() noexcept;
-  void schedule(const node_key& id, suspicion& s);
+  std::uint32_t find_suspicion(const node_key& id) const;  // detail::key_index::none: none
+  void schedule(std::uint32_t at, time_us old_deadline_us);
   void end_suspicion(const node_key& id);
   void forget_old_dead(time_us now_us);
   void forget(member_table::slot s);
@@ -441,8 +453,13 @@ class membership {
   std::uint64_t incarnation_ = 0;
   bool leaving_ = false;
   member_table members_;
-  std::map<node_key, suspicion> suspicions_;
-  std::set<std::pair<time_us, node_key>> suspicion_deadlines_;  // the earliest first
+  // Open suspicions, by slot (free slots in free_suspicions_, which keep their vectors), found
+  // by key through a hash index: a big mesh under loss keeps hundreds open at every node, and
+  // every node hears of every suspicion and its confirmations and refutation.
+  std::vector<suspicion> suspicions_;
+  std::vector<std::uint32_t> free_suspicions_;
+  detail::key_index suspicion_index_;                                // key -> slot in suspicions_
+  std::set<std::pair<time_us, std::uint32_t>> suspicion_deadlines_;  // by slot, earliest first
   // No dead or left member has been gone longer (a lower bound; max: none).
   time_us earliest_gone_us_ = std::numeric_limits<time_us>::max();
   std::vector<broadcast> broadcasts_;  // by slot; free slots in free_broadcasts_

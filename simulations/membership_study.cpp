@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -50,6 +51,7 @@ class study {
   }
 
   membership_study_result run() {
+    next_report_us_ = c_.progress_interval_us;
     // Bootstrap: every node but the joiner starts knowing the others, as after a long-ago join,
     // each at its own moment within start_spread_us (see start()).
     for (node_id i = 0; i < joiner(); ++i) {
@@ -65,22 +67,25 @@ class study {
     observing_ = true;
     // Settle: at least settle_us, then until the bootstrap's backlog of broadcasts has drained
     // (a long-running mesh has none), at most 20 times settle_us.
-    sim_time_us t = c_.settle_us;
+    const sim_time_us settle_max = c_.settle_max_us > 0 ? c_.settle_max_us : 20 * c_.settle_us;
+    sim_time_us t = std::min(c_.settle_us, settle_max);
     run_until(t);
-    while (t < 20 * c_.settle_us && backlog() > 0)
-      run_until(t += c_.settle_us / 4);
+    while (t < settle_max && backlog() > 0)
+      run_until(t = std::min(t + c_.settle_us / 4, settle_max));
     roster_ = {};
 
     membership_study_result r;
     const node_id leaver = c_.nodes - 2, crashed = c_.nodes - 3;
     // Join.
     const sim_time_us join_at = t;
+    phase_ = "join";
     started_[joiner()] = 1;
     nodes_[joiner()]->start(t, *sinks_[joiner()]);
     run_until(t += c_.phase_us);
     r.join_spread_s = spread(joined_at_, join_at, {joiner()});
     // Leave: announce, then stop a second later.
     const sim_time_us leave_at = t;
+    phase_ = "leave";
     nodes_[leaver]->leave(t, *sinks_[leaver]);
     run_until(t + 1'000'000);
     stop(leaver);
@@ -88,6 +93,7 @@ class study {
     r.leave_spread_s = spread(gone_at_, leave_at, {leaver});
     // Crash.
     crash_at_ = t;
+    phase_ = "crash";
     stop(crashed);
     crashed_ = crashed;
     run_until(t += c_.phase_us);
@@ -150,7 +156,19 @@ class study {
     return store_.size() - 1;
   }
 
+  // Runs to t, stopping at each multiple of the progress interval to report.
   void run_until(sim_time_us t) {
+    if (c_.on_progress && c_.progress_interval_us > 0) {
+      for (; next_report_us_ <= t; next_report_us_ += c_.progress_interval_us) {
+        step(next_report_us_);
+        c_.on_progress({phase_, static_cast<double>(next_report_us_) / 1e6, engine_.dispatched(),
+                        suspicions_, messages_, false_failures_, backlog()});
+      }
+    }
+    step(t);
+  }
+
+  void step(sim_time_us t) {
     engine_.run_until(t, [&](const event& e) {
       const bool up = started_[e.dst] && !net_.down(e.dst);
       if (e.kind == event_kind::deliver) {
@@ -246,6 +264,8 @@ class study {
   sim_time_us first_suspicion_us_ = -1;
   std::uint64_t false_failures_ = 0, suspicions_ = 0, messages_ = 0;
   bool observing_ = false;
+  const char* phase_ = "settle";
+  sim_time_us next_report_us_ = 0;
 };
 
 }  // namespace
@@ -272,6 +292,8 @@ membership_study_result run_membership_study(const membership_study_config& conf
   if (!(config.reach > 0.0 && config.reach <= 1.0))
     throw std::invalid_argument("reach must be in (0, 1]");
   if (config.start_spread_us < 0) throw std::invalid_argument("the start spread must be >= 0");
+  if (config.settle_us <= 0 || config.settle_max_us < 0 || config.phase_us <= 0)
+    throw std::invalid_argument("the settle and phase times must be > 0");
   return study(config).run();
 }
 

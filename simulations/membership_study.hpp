@@ -13,13 +13,26 @@
 // alive at the time is a false positive.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "gossip/membership.hpp"
 #include "simulations/network.hpp"
 
 namespace mws::sim {
+
+// Where a running study is, for a progress line: a run at 10,000 nodes under loss takes hours.
+struct membership_progress {
+  const char* phase = "";  // "settle", "join", "leave" or "crash"
+  double simulated_s = 0;
+  std::uint64_t events = 0;          // dispatched so far
+  std::uint64_t suspicions = 0;      // suspicion events so far
+  std::uint64_t messages = 0;        // sent so far
+  std::uint64_t false_failures = 0;  // so far
+  std::size_t backlog = 0;           // the longest broadcast queue of a bootstrap node
+};
 
 struct membership_study_config {
   node_id nodes = 1000;
@@ -29,6 +42,10 @@ struct membership_study_config {
   // probes: the spread alone causes no suspicion.
   sim_time_us start_spread_us = 400'000;
   sim_time_us settle_us = 30'000'000;
+  // The settle phase ends when the broadcast queues have drained, or at this (0: 20 times
+  // settle_us). Under loss the queues never drain (news of suspicions keeps coming), so the
+  // settle runs to this cap; a big mesh can be given a shorter one.
+  sim_time_us settle_max_us = 0;
   sim_time_us phase_us = 120'000'000;  // observation time of each phase
   double reach = 0.999;                // fraction of nodes that counts as "everyone"
   // Protocol timings (gossip::membership_config's defaults: 1 s probes, 0.5 s timeout, ...).
@@ -36,6 +53,10 @@ struct membership_study_config {
   gossip::time_us probe_timeout_us = 500'000;
   gossip::time_us push_pull_interval_us = 30'000'000;
   std::uint64_t seed = 1;
+  // Called every progress_interval_us of simulated time, on the study's thread; empty: never.
+  // Reporting splits the run into steps but does not change it (the same trace hash).
+  std::function<void(const membership_progress&)> on_progress;
+  sim_time_us progress_interval_us = 10'000'000;
 };
 
 struct membership_study_result {

@@ -2,8 +2,10 @@
 // prints what happened. Scenario from a TOML file and/or flags (flags win); with no arguments a
 // built-in demo scenario runs. Exit status: 0 ok, 2 bad scenario or usage, 1 failure to write
 // an output file.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>
@@ -123,12 +125,32 @@ void print_summary(const run_summary& r) {
 
 // --membership: the SWIM study of simulations/membership_study.hpp on the scenario's nodes,
 // loss, latency and seed.
-int run_membership(const scenario& s) {
+int run_membership(const scenario& s, bool quiet, double settle_max_s, double phase_s) {
   membership_study_config c;
   c.nodes = s.topology.nodes;
   c.loss_p = s.network.links.loss_p;
   c.latency = s.network.links.latency;
   c.seed = s.seed;
+  if (settle_max_s > 0) c.settle_max_us = static_cast<sim_time_us>(settle_max_s * 1e6);
+  if (phase_s > 0) c.phase_us = static_cast<sim_time_us>(phase_s * 1e6);
+  if (!quiet) {
+    // One plain line per 10 s of simulated time, tty or not: a big run is judged from its log.
+    const auto began = std::chrono::steady_clock::now();
+    c.on_progress = [began](const membership_progress& p) {
+      const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - began;
+      rusage ru{};
+      getrusage(RUSAGE_SELF, &ru);
+      std::fprintf(
+          stderr,
+          "mws-sim: membership %s, simulated %.0f s, %" PRIu64 " events, %" PRIu64
+          " messages, %" PRIu64 " suspicions, %" PRIu64
+          " false failures, backlog %zu, CPU %.0f s, wall %.0f s, peak RSS %ld MiB\n",
+          p.phase, p.simulated_s, p.events, p.messages, p.suspicions, p.false_failures, p.backlog,
+          static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6,
+          wall.count(), ru.ru_maxrss / 1024);
+      std::fflush(stderr);
+    };
+  }
   try {
     const auto r = run_membership_study(c);
     auto seconds = [](double v) {
@@ -183,9 +205,18 @@ int main(int argc, char** argv) {
                "Study SWIM membership instead of averaging (uses --nodes, --loss, --seed, "
                "--latency*): time for a join, a leave and a crash to reach 99.9% of nodes, "
                "and false failures");
+  double settle_max_s = 0, phase_s = 0;
+  app.add_option("--settle-max", settle_max_s,
+                 "--membership: end the settle phase after this many simulated seconds even if "
+                 "broadcasts are still pending (default 600; under loss they always are)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--phase", phase_s,
+                 "--membership: simulated seconds to watch each of join, leave and crash "
+                 "(default 120)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--csv", csv_path, "Write the per-step metrics as CSV to this file");
   app.add_option("--json", json_path, "Write the summary and the per-step metrics as JSON");
-  app.add_flag("-q,--quiet", quiet, "No progress bar");
+  app.add_flag("-q,--quiet", quiet, "No progress bar (and no progress lines from --membership)");
 
   overrides ov;
   using i64 = std::int64_t;
@@ -383,7 +414,7 @@ int main(int argc, char** argv) {
     s.network.slow.push_back(*v);
   }
 
-  if (membership) return run_membership(s);
+  if (membership) return run_membership(s, quiet, settle_max_s, phase_s);
 
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   result<batched_output> out = fail(errc::bad_scenario, "not run");

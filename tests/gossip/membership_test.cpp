@@ -511,6 +511,37 @@ TEST_CASE("member_table: rows, key order, alive and live ranks agree with a sort
   }
 }
 
+TEST_CASE("rank_counts: counts before a position and finds the k-th set one, across words") {
+  // Sizes around the 64-bit words and the Fenwick tree's powers of two, checked against a plain
+  // array after each flip.
+  for (const std::size_t n : {1u, 63u, 64u, 65u, 127u, 128u, 129u, 700u}) {
+    CAPTURE(n);
+    rng random(n);
+    std::vector<std::uint8_t> flags(n);
+    for (auto& f : flags)
+      f = random.below(3) != 0;
+    detail::rank_counts counts;
+    counts.build(flags);
+    REQUIRE(counts.size() == n);
+    for (std::size_t step = 0; step < 200; ++step) {
+      const std::size_t pos = random.below(n);
+      flags[pos] = !flags[pos];
+      counts.add(pos, flags[pos] != 0);
+      std::size_t set = 0;
+      for (std::size_t p = 0; p < n; ++p) {
+        CHECK(counts.before(p) == set);
+        if (flags[p]) {
+          CHECK(counts.nth(set) == p);
+          ++set;
+        }
+      }
+      CHECK(counts.before(n) == set);
+      CHECK(counts.nth(set) == n);  // no k-th: the size
+      CHECK(counts.nth(set + 5) == n);
+    }
+  }
+}
+
 TEST_CASE("deterministic_log agrees with std::log to 1e-15") {
   for (double x : {1e-300, 0.001, 0.5, 0.7071, 1.0, 1.5, 2.0, 10.0, 16.0, 1e6, 123456.789, 1e300}) {
     CAPTURE(x);

@@ -1,6 +1,8 @@
 #include "simulations/membership_study.hpp"
 
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -66,12 +68,66 @@ TEST_CASE("membership study: one seed replays the same trace, another differs") 
   CHECK(a.trace_hash != run_membership_study(c).trace_hash);
 }
 
+TEST_CASE("membership study: progress is reported every interval, phase by phase, same trace") {
+  membership_study_config c;
+  c.nodes = 16;
+  c.loss_p = 0.05;
+  c.settle_us = 5'000'000;
+  c.phase_us = 20'000'000;
+  c.seed = 9;
+  const auto quiet = run_membership_study(c);
+  std::vector<membership_progress> seen;
+  c.progress_interval_us = 2'500'000;
+  c.on_progress = [&](const membership_progress& p) { seen.push_back(p); };
+  const auto reported = run_membership_study(c);
+  CHECK(reported.trace_hash == quiet.trace_hash);
+  REQUIRE(seen.size() == static_cast<std::size_t>(reported.simulated_s / 2.5));
+  std::vector<std::string> phases;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    CHECK(seen[i].simulated_s == doctest::Approx(2.5 * static_cast<double>(i + 1)));
+    if (i > 0) {
+      CHECK(seen[i].events >= seen[i - 1].events);
+      CHECK(seen[i].messages >= seen[i - 1].messages);
+    }
+    if (phases.empty() || phases.back() != seen[i].phase) phases.emplace_back(seen[i].phase);
+  }
+  CHECK(phases == std::vector<std::string>{"settle", "join", "leave", "crash"});
+  CHECK(seen.back().messages <= reported.messages);
+}
+
+TEST_CASE("membership study: settle_max_us ends a settle whose broadcasts have not drained") {
+  // 200 nodes queue 199 rows each at the bootstrap, more than 2 s of gossip can send.
+  membership_study_config c;
+  c.nodes = 200;
+  c.settle_us = 1'000'000;
+  c.phase_us = 5'000'000;
+  c.seed = 5;
+  const auto drained = run_membership_study(c);
+  CHECK(drained.simulated_s > 2 + 15);  // the default cap (20 s) let the backlog drain
+  c.settle_max_us = 2'000'000;
+  std::size_t backlog_at_end = 0;
+  c.progress_interval_us = 1'000'000;
+  c.on_progress = [&](const membership_progress& p) {
+    if (p.simulated_s == 2.0) backlog_at_end = p.backlog;
+  };
+  const auto capped = run_membership_study(c);
+  CHECK(capped.simulated_s == doctest::Approx(2 + 15));
+  CHECK(backlog_at_end > 0);  // it did end before the queues drained
+  CHECK(capped.join_spread_s >= 0);
+}
+
 TEST_CASE("membership study: impossible configurations are refused") {
   membership_study_config c;
   c.nodes = 4;
   CHECK_THROWS_AS(run_membership_study(c), std::invalid_argument);
   c.nodes = 16;
   c.loss_p = 1.5;
+  CHECK_THROWS_AS(run_membership_study(c), std::invalid_argument);
+  c.loss_p = 0;
+  c.settle_max_us = -1;
+  CHECK_THROWS_AS(run_membership_study(c), std::invalid_argument);
+  c.settle_max_us = 0;
+  c.phase_us = 0;
   CHECK_THROWS_AS(run_membership_study(c), std::invalid_argument);
 }
 
