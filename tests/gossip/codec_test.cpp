@@ -395,7 +395,7 @@ TEST_CASE("codec: streamed tensor bytes are checked as decode checks them") {
         CHECK(r.ec == want);
         CHECK(r.done == !want);
       }
-      refused += want ? 1 : 0;
+      if (want) ++refused;
     }
   }
   CHECK(refused > 20);

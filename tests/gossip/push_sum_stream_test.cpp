@@ -43,7 +43,7 @@ struct holder {
   static void fill(tensor_set& s, const std::vector<float>& values, double scale) {
     for (std::size_t k = 0; k < values.size(); ++k) {
       const std::size_t t = k < 4 ? 0 : 1;
-      floats(s, t)[k < 4 ? k : k - 4] = static_cast<float>(values[k] * scale);
+      floats(s, t)[k < 4 ? k : k - 4] = static_cast<float>(static_cast<double>(values[k]) * scale);
     }
   }
   // x / w, element by element, with the weight receiving() gives each.
@@ -115,8 +115,10 @@ TEST_CASE("a streamed share cut short is completed from the node's own estimate"
   REQUIRE(!n.node->share_part((*m.tensors)[0].slice(0, 3)));
   // Mid-share, the estimate already weighs the mixed elements by w + 0.5.
   std::vector<double> mixed;
-  for (std::size_t k = 0; k < v.size(); ++k)
-    mixed.push_back(k < 3 ? (2.0 * v[k] + 0.5 * u[k]) / 2.5 : v[k]);
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    const double vk = v[k], uk = u[k];
+    mixed.push_back(k < 3 ? (2.0 * vk + 0.5 * uk) / 2.5 : vk);
+  }
   check_near(n.estimate(), mixed);
   REQUIRE(!n.node->abort_share());
   // The three elements that came carry the share; the others keep their estimate.
