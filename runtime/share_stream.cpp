@@ -110,18 +110,21 @@ std::shared_ptr<detail::large_receiver> node::impl::stream_share(
   // A header longer than the first piece, or a message that is no running sum: whole, where
   // on_message says what it is.
   if (!h && h.error() == gossip::errc::truncated) return nullptr;
-  const gossip::decoded_header none;
+  // Its bytes are read and dropped.
+  const auto discard = [&] {
+    return std::make_shared<share_stream>(*this, key, gossip::decoded_header{}, false);
+  };
   if (!h) {
     refused_message(key, h.error());
-    return std::make_shared<share_stream>(*this, key, none, false);
+    return discard();
   }
   if (h->header.kind != gossip::message_kind::push_sum_running) return nullptr;
   if (h->layout.total_bytes != total - detail::channel_prefix_bytes) {
     refused_message(key, gossip::errc::wrong_byte_size);
-    return std::make_shared<share_stream>(*this, key, none, false);
+    return discard();
   }
   // Stopping: the final checkpoint is written; see on_message.
-  if (stopped) return std::make_shared<share_stream>(*this, key, none, false);
+  if (stopped) return discard();
   auto opened = averaging->begin_share(id_of(key), h->header, now_us(), *this);
   // Another share open, or an averaging node that does not stream: whole, for on_message.
   if (!opened && (opened.error() == gossip::errc::out_of_turn ||
