@@ -102,7 +102,7 @@ struct node_status {
   std::string backend;            // where mixing runs: "cpu" or "cuda"
   std::size_t members_alive = 0;  // self included
   std::size_t peers_connected = 0;
-  double weight = 0.0;  // w: the estimate is x / w
+  double weight = 0.0;  // w: the estimate is x / w (docs/MODES.md: while a share streams in)
   // exact mode: epochs, the step of the running one, steps waited on past the re-send interval,
   // values answered "never applied", shares handed over and taken back, values applied late
   std::uint64_t epochs_completed = 0, epochs_abandoned = 0;
@@ -137,9 +137,10 @@ class node {
   // x += delta (same manifest as the model), w += weight_delta. Allowed at any time.
   node_result<void> apply_local_update(const model_file& delta, double weight_delta = 0.0);
 
-  // The current estimate x / w, in the manifest's dtypes. Fails only while w is 0: in exact mode,
-  // a member that handed its share to a partner which then failed holds none until the next
-  // epoch.
+  // The current estimate x / w, in the manifest's dtypes (while a push-sum share streams in, the
+  // elements it has reached are divided by w plus its weight: docs/MODES.md). Fails only while w is
+  // 0: in exact mode, a member that handed its share to a partner which then failed holds none
+  // until the next epoch.
   node_result<model_file> estimate() const;
   // The same as a safetensors file in memory, with no intermediate copy (for /export).
   node_result<std::string> estimate_safetensors() const;
