@@ -138,6 +138,15 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
   std::uint8_t* body = small.data();
   const bool is_data = parsed.type == frame_type::data || parsed.type == frame_type::data_end;
   bool direct = false;
+  // However this returns, a receive() waiting for the reader to let go of its buffer may go on.
+  struct let_go {
+    connection_state& s;
+    ~let_go() {
+      if (!s.filling_) return;
+      s.filling_ = false;
+      s.received_.notify();
+    }
+  } guard{*this};
   if (is_data) {
     if (outstanding_ + n + data_frame_charge > local_.window_bytes) {
       co_return make_error_code(errc::window_violation);
@@ -149,6 +158,7 @@ asio::awaitable<error_code> connection_state::read_frame(const frame_header& par
         request_.pending && !request_.done && queue_.empty() && n > 0 && request_.into.size() >= n;
     if (direct) {
       body = static_cast<std::uint8_t*>(request_.into.data());
+      filling_ = true;
     } else {
       // n <= frame_bytes_max, checked by check_header before this allocation
       owned = std::make_unique_for_overwrite<std::uint8_t[]>(n);
@@ -235,12 +245,14 @@ asio::awaitable<boost::system::result<received_piece>> connection_state::receive
     request_ = request{into, true, false, 0, false};
     while (!request_.done && queue_.empty() && !error_) {
       if (auto ec = co_await received_.wait()) {
-        // Cancelled while the reader may be filling `into`: the connection cannot go on.
-        request_.pending = false;
-        fail(ec);
-        co_return ec;
+        fail(ec);  // cancelled while the reader may be filling `into`: the connection cannot go on
+        break;
       }
     }
+    // An error can end the wait while the reader still writes a frame into `into`, which the
+    // caller may free once this returns: wait until the reader lets go of it.
+    while (filling_)
+      (void)co_await received_.wait();
     request_.pending = false;
     if (request_.done) {
       consumed(request_.bytes + data_frame_charge, false);

@@ -117,6 +117,7 @@ class connection_state : public std::enable_shared_from_this<connection_state> {
   std::uint64_t buffered_ = 0;  // bytes in queue_
   std::uint64_t buffered_peak_ = 0;
   request request_;
+  bool filling_ = false;  // the reader is writing a frame straight into request_.into
   event received_;
   std::uint64_t outstanding_ = 0;  // received and not yet credited back (<= local_.window_bytes)
   std::uint64_t unreported_ = 0;   // consumed and not yet credited back
